@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine that has only Python 3.11 and make:
+#   make test   create .venv, install sg2ada with its test extras, run the test suite
+#   make demo   create .venv, install, build the built-in dataset, train the tiny preset on CPU
+# SG2ADA_DEVICE=gpu selects the CUDA build of TensorFlow instead of the CPU one.
+PYTHON ?= python3
+VENV ?= .venv
+SG2ADA_DEVICE ?= cpu
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(SG2ADA_DEVICE)
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(SG2ADA_DEVICE),test,video]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m sg2ada.cli.demo
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

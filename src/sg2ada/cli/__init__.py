@@ -1,0 +1,1 @@
+"""Command-line interface: `sg2ada <command> ...`. One module per command, see main.py."""

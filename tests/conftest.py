@@ -1,0 +1,44 @@
+"""Shared test set-up.
+
+TensorFlow sees two logical CPU devices in every test process, so distribution tests can build a
+two-replica MirroredStrategy on one CPU. This has to happen before TensorFlow initialises its
+devices, hence at import time here. `reference_dir` is NVIDIA's numerical reference material in
+`../shared/reference/` (see its README); tests that need it skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+except RuntimeError:  # already initialised by an earlier import: leave it
+    pass
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE_DIR = pathlib.Path(os.environ.get("SG2ADA_REFERENCE_DIR", PROJECT_ROOT.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> pathlib.Path:
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"NVIDIA reference material not found at {REFERENCE_DIR} (set SG2ADA_REFERENCE_DIR)")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    import keras
+
+    keras.utils.clear_session()  # fresh layer-name counters, so variable names are stable per test
+    yield
