@@ -101,6 +101,9 @@ class DiscriminatorConfig:
     mbstd_num_channels: int = 1
     resample_filter: tuple[int, ...] = (1, 3, 3, 1)
     fp16_dtype: str = "float16"
+    # Freeze-D (Mo et al. 2020; NVIDIA's --freezed): the first N layers, counted from the input
+    # (FromRGB, Conv0, Conv1_down, Skip per block), get non-trainable weights.
+    freeze_layers: int = 0
 
     def __post_init__(self):
         _check_resolution(self.img_resolution)

@@ -1,0 +1,497 @@
+"""The tf.data input pipeline: `open_dataset`, `make_dataset`, distribution helpers, label sampler.
+
+Reads the dataset tool's output (sharded TFRecords + dataset.json) and, for quick starts, anything
+the tool can read (an image folder or zip, NVIDIA's layouts, builtin:shapes, ...) decoded straight
+into memory. Semantics follow NVIDIA's training set:
+- `subset=N`: a seeded choice of N images (NVIDIA's max_size/random_seed: shuffle the index list
+  with numpy's RandomState(seed), keep the first N, sorted), fixed for the whole run.
+- `mirror=True`: the dataset doubles; every image appears once as stored and once x-flipped.
+- labels: class ints become one-hot float32 [label_dim]; vectors stay float32 [label_dim];
+  unlabelled datasets give float32 [0] (so `c` is [B, 0], as NVIDIA).
+- images: uint8 -> float32 NHWC, x / 127.5 - 1.
+Shuffling uses a seeded buffer (deterministic: same seed -> same batches, for a given TensorFlow
+global seed; tf.data combines the two); the whole selection is cached in memory when it fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sg2ada.errors import UserError
+
+DEFAULT_SHUFFLE_MB = 1024  # shuffle buffer budget when the dataset is larger than this
+IN_MEMORY_MAX_BYTES = 4 * 2**30  # quick-start sources decoded into memory up to this size
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the trainer and the metrics need to know about a dataset, without reading it."""
+
+    path: str
+    name: str
+    kind: str  # "tfrecords" (the tool's output) or "memory" (decoded on open)
+    resolution: int
+    channels: int
+    count: int
+    label_dim: int
+    label_type: str | None = None  # "class" | "vector" | None
+    label_names: tuple | None = None
+    image_encoding: str | None = None  # "png" | "raw" for tfrecords
+    shards: tuple = ()  # absolute shard paths
+    meta: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_dim > 0
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.resolution, self.resolution, self.channels)
+
+    @property
+    def image_nbytes(self) -> int:
+        return self.resolution * self.resolution * self.channels
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (for snapshot.json's "dataset" and training options)."""
+        return {
+            "path": self.path, "name": self.name, "kind": self.kind, "resolution": self.resolution,
+            "channels": self.channels, "count": self.count, "label_dim": self.label_dim,
+            "label_type": self.label_type, "label_names": list(self.label_names) if self.label_names else None,
+        }
+
+
+# ------------------------------------------------------------------------------------ opening
+
+
+_MEMORY_CACHE: dict = {}
+
+
+def _memory_arrays(path: str):
+    """Decode a non-tool source once per process (open_dataset then make_dataset reuse it)."""
+    key = path
+    try:
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        pass
+    if key not in _MEMORY_CACHE:
+        from sg2ada.data.tool import load_arrays
+
+        images, labels, src, spec, skipped = load_arrays(path, max_bytes=IN_MEMORY_MAX_BYTES)
+        if skipped:
+            import sys
+
+            first = skipped[0]
+            print(f"warning: {len(skipped)} file(s) in {path} skipped (first: {first['file']}: {first['reason']}); "
+                  f"run `sg2ada dataset --source {path} --dest DIR` for a full report", file=sys.stderr)
+        _MEMORY_CACHE.clear()  # hold one source at a time: these can be large
+        _MEMORY_CACHE[key] = (images, labels, src.label_type, src.label_dim, src.label_names, skipped)
+    return _MEMORY_CACHE[key]
+
+
+def open_dataset(path) -> DatasetInfo:
+    """Describe the dataset at PATH (the tool's output dir, its dataset.json, or a raw source)."""
+    if isinstance(path, DatasetInfo):
+        return path
+    path = str(path)
+    if _is_url(path):
+        return _open_remote(path)
+    p = Path(path)
+    if p.name == "dataset.json" and p.is_file():
+        p = p.parent
+    meta_path = p / "dataset.json"
+    meta = None
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as e:
+            raise UserError(f"{meta_path} is not readable JSON ({e}); rebuild the dataset with sg2ada dataset") from None
+    if meta is not None and meta.get("format") == "sg2ada-dataset":
+        shards = tuple(str(p / s["file"]) for s in meta.get("shards", []))
+        missing = [s for s in shards if not os.path.isfile(s)]
+        if missing:
+            raise UserError(f"dataset {p} is incomplete: {missing[0]} is missing; rebuild it with sg2ada dataset")
+        return _info_from_meta(str(p.resolve()), p.resolve().name, meta, shards, meta_path)
+    if not path.startswith("builtin:") and not p.exists():
+        raise UserError(f"dataset {path} does not exist; build one with: sg2ada dataset --source SRC --dest {path}")
+    images, labels, label_type, label_dim, label_names, _ = _memory_arrays(path)
+    if images.shape[1] != images.shape[2]:
+        raise UserError(f"images in {path} are not square; convert with sg2ada dataset --transform center-crop")
+    name = path if path.startswith("builtin:") else p.resolve().name
+    name = name.replace(":", "-")
+    for ext in (".zip", ".tar.gz", ".tgz", ".gz"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return DatasetInfo(
+        path=path if path.startswith("builtin:") else str(p.resolve()), name=name, kind="memory",
+        resolution=int(images.shape[1]), channels=int(images.shape[3]), count=int(images.shape[0]),
+        label_dim=int(label_dim if label_type else 0), label_type=label_type,
+        label_names=tuple(label_names) if label_names else None,
+    )
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("builtin:")
+
+
+def _info_from_meta(path: str, name: str, meta: dict, shards: tuple, where) -> DatasetInfo:
+    if meta.get("version", 1) > 1:
+        raise UserError(f"{where} is a newer dataset format (version {meta['version']}); update sg2ada")
+    try:
+        return DatasetInfo(
+            path=path, name=name, kind="tfrecords", resolution=int(meta["resolution"]),
+            channels=int(meta["channels"]), count=int(meta["count"]), label_dim=int(meta.get("label_dim") or 0),
+            label_type=meta.get("label_type"),
+            label_names=tuple(meta["label_names"]) if meta.get("label_names") else None,
+            image_encoding=meta.get("image_encoding", "png"), shards=shards, meta=meta,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{where} lacks or mangles field {e}; rebuild the dataset with sg2ada dataset") from None
+
+
+def _open_remote(url: str) -> DatasetInfo:
+    """A tool-made dataset on a filesystem TensorFlow reaches by URL (gs://, s3://, file://)."""
+    import posixpath
+
+    import tensorflow as tf
+
+    base = url[: -len("/dataset.json")] if url.endswith("/dataset.json") else url.rstrip("/")
+    meta_url = base + "/dataset.json"
+    try:
+        with tf.io.gfile.GFile(meta_url, "r") as f:
+            meta = json.loads(f.read())
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f"cannot read {meta_url} ({type(e).__name__}); check the path and credentials") from None
+    if not isinstance(meta, dict) or meta.get("format") != "sg2ada-dataset":
+        raise UserError(f"{meta_url} is not an sg2ada dataset; convert the images with sg2ada dataset first")
+    shards = tuple(base + "/" + s["file"] for s in meta.get("shards", []))
+    return _info_from_meta(base, posixpath.basename(base), meta, shards, meta_url)
+
+
+def _raw_labels(info: DatasetInfo) -> np.ndarray | None:
+    """Every image's label in index order: int64 [N] (class), float32 [N, D] (vector) or None."""
+    if not info.has_labels:
+        return None
+    if info.kind == "tfrecords":
+        fname = info.meta.get("labels_file")
+        if not fname:
+            return None
+        where = f"{info.path}/{fname}"
+        try:
+            if _is_url(info.path):
+                import io
+
+                import tensorflow as tf
+
+                with tf.io.gfile.GFile(where, "rb") as f:
+                    return np.load(io.BytesIO(f.read()), allow_pickle=False)
+            return np.load(Path(info.path) / fname, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - any failure here means a damaged or missing file
+            raise UserError(f"{where} is unreadable ({type(e).__name__}); rebuild the dataset") from None
+    _, labels, label_type, *_ = _memory_arrays(info.path)
+    return np.asarray(labels, np.int64) if label_type == "class" else np.asarray(labels, np.float32)
+
+
+def raw_labels(info) -> np.ndarray | None:
+    """Public name for every image's label in index order (int64 [N] classes or float32 [N, D])."""
+    return _raw_labels(open_dataset(info))
+
+
+def select_subset(count: int, subset, seed: int) -> np.ndarray:
+    """Indices kept by `subset` (sorted int64), NVIDIA's rule; all indices when subset is None/large."""
+    idx = np.arange(count, dtype=np.int64)
+    if subset is None or subset >= count:
+        return idx
+    if subset < 1:
+        raise UserError(f"--subset must be at least 1, not {subset}")
+    np.random.RandomState(seed % (1 << 32)).shuffle(idx)
+    return np.sort(idx[:subset])
+
+
+def _cache_budget() -> int:
+    env = os.environ.get("SG2ADA_DATA_CACHE_MB")
+    if env:
+        return int(float(env) * 2**20)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 2**30
+    return int(min(16 * 2**30, total // 4))
+
+
+# --------------------------------------------------------------------------------- the pipeline
+
+
+def _element_dataset(info: DatasetInfo, keep: np.ndarray | None, num_shards: int, shard_index: int,
+                     shuffle_files: bool, seed: int):
+    """(uint8 image [H,W,C], float32 label [max(D,1)], int64 index) per selected image, decoded.
+
+    Unlabelled datasets carry a 1-wide placeholder label that `make_dataset` slices to [B, 0] at
+    the end: TF 2.21's unbatch crashes (segfault) on zero-size components, which mirror uses."""
+    import tensorflow as tf
+
+    h = w = info.resolution
+    c, d = info.channels, info.label_dim
+
+    def keep_fn(index):
+        ok = tf.equal(index % num_shards, shard_index) if num_shards > 1 else tf.constant(True)
+        if keep is not None:
+            ok = tf.logical_and(ok, tf.gather(keep_t, index))
+        return ok
+
+    keep_t = tf.constant(keep) if keep is not None else None
+    autotune = tf.data.AUTOTUNE
+
+    if info.kind == "memory":
+        images, labels, label_type, *_ = _memory_arrays(info.path)
+        if label_type == "class":
+            lab = np.eye(d, dtype=np.float32)[np.asarray(labels, np.int64)]
+        elif label_type == "vector":
+            lab = np.asarray(labels, np.float32).reshape(len(labels), d)
+        else:
+            lab = np.zeros((len(images), 1), np.float32)  # placeholder, see _element_dataset
+        sel = np.arange(len(images))
+        if keep is not None:
+            sel = sel[keep]
+        if num_shards > 1:
+            sel = sel[sel % num_shards == shard_index]
+        # Only the selection becomes a tensor, so a subset of a big folder stays small.
+        return tf.data.Dataset.from_tensor_slices((images[sel], lab[sel], sel.astype(np.int64)))
+
+    files = tf.data.Dataset.from_tensor_slices(list(info.shards))
+    if shuffle_files and len(info.shards) > 1:
+        files = files.shuffle(len(info.shards), seed=seed, reshuffle_each_iteration=True)
+    read = functools.partial(tf.data.TFRecordDataset, buffer_size=1 << 20)
+    if len(info.shards) > 1:
+        ds = files.interleave(read, cycle_length=min(8, len(info.shards)), num_parallel_calls=autotune,
+                              deterministic=True)
+    else:
+        ds = files.flat_map(read)
+
+    features = {"image": tf.io.FixedLenFeature([], tf.string), "index": tf.io.FixedLenFeature([], tf.int64)}
+    if info.label_type == "class":
+        features["label"] = tf.io.FixedLenFeature([1], tf.int64)
+    elif info.label_type == "vector":
+        features["label"] = tf.io.FixedLenFeature([d], tf.float32)
+
+    ds = ds.map(lambda r: tf.io.parse_single_example(r, features), num_parallel_calls=autotune, deterministic=True)
+    if keep is not None or num_shards > 1:
+        ds = ds.filter(lambda ex: keep_fn(ex["index"]))
+
+    def decode(ex):
+        if info.image_encoding == "raw":
+            img = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [h, w, c])
+        else:
+            img = tf.io.decode_png(ex["image"], channels=c)
+            img = tf.ensure_shape(img, [h, w, c])
+        if info.label_type == "class":
+            lab = tf.one_hot(ex["label"][0], d, dtype=tf.float32)
+        elif info.label_type == "vector":
+            lab = ex["label"]
+        else:
+            lab = tf.zeros([1], tf.float32)  # placeholder, see above
+        return img, lab, ex["index"]
+
+    return ds.map(decode, num_parallel_calls=autotune, deterministic=True)
+
+
+def _add_flag(value: bool):
+    def add(img, lab, idx):
+        return img, lab, idx, value
+
+    return add
+
+
+def make_dataset(path, batch_size: int, *, mirror: bool = False, subset=None, seed: int = 0,
+                 shuffle: bool = True, cache=None, repeat: bool = True, drop_remainder=None,
+                 num_shards: int = 1, shard_index: int = 0, subset_seed=None, shuffle_mb=None,
+                 as_uint8: bool = False, with_index: bool = False, prefetch: bool = True):
+    """tf.data.Dataset of `(images [B,H,W,C] float32 in [-1,1], labels [B, label_dim] float32)`.
+
+    batch_size: images per element (global batch for `experimental_distribute_dataset`).
+    mirror:     also yield every image x-flipped (dataset size doubles), as NVIDIA's --mirror.
+    subset:     keep a seeded choice of this many images (seeded by `subset_seed`, default `seed`).
+    shuffle:    seeded buffer shuffle, reshuffled each epoch; files are shuffled too when not cached.
+    cache:      None = in memory if the decoded selection fits the budget (a quarter of RAM, at
+                most 16 GiB; env SG2ADA_DATA_CACHE_MB overrides); True/False force; a string is a
+                cache file path (tf.data file cache).
+    repeat:     infinite; drop_remainder defaults to `repeat` (finite passes keep the last batch).
+    num_shards/shard_index: this pipeline's share (`index % num_shards == shard_index`), for
+                multi-worker input; subset selection is done before sharding so all agree.
+    as_uint8:   keep images uint8 [0, 255] (for feature networks) instead of float.
+    with_index: append the images' dataset indices [B] int64 (mirrored copies share the index).
+    """
+    import tensorflow as tf
+
+    info = open_dataset(path)
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, not {batch_size}")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
+    keep_idx = select_subset(info.count, subset, seed if subset_seed is None else subset_seed)
+    keep = None
+    if len(keep_idx) < info.count:
+        keep = np.zeros(info.count, bool)
+        keep[keep_idx] = True
+    n_sel = int(np.count_nonzero(keep_idx % num_shards == shard_index))
+    sel_bytes = n_sel * info.image_nbytes
+    if cache is None:
+        cache = info.kind == "tfrecords" and sel_bytes <= _cache_budget()
+    elif info.kind == "memory":
+        cache = False  # already in memory
+
+    ds = _element_dataset(info, keep, num_shards, shard_index, shuffle_files=shuffle and not cache, seed=seed)
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+
+    in_memory = (bool(cache) and not isinstance(cache, str)) or info.kind == "memory"
+    if mirror:
+        # Each image once as stored and once with a flip flag; the flip itself happens after the
+        # shuffle, per image (a per-batch tf.where is ~10x slower on CPU).
+        if cache or info.kind == "memory":
+            # Two passes over the cache (no second decode): in memory, elements share the cached
+            # image buffers, so even a full shuffle buffer costs pointers, not copies (map+unbatch
+            # would copy every image).
+            ds = ds.map(_add_flag(False)).concatenate(ds.map(_add_flag(True)))
+        else:
+            # Streaming: decode once, emit both versions.
+            def both(img, lab, idx):
+                return (tf.stack([img, img]), tf.stack([lab, lab]), tf.stack([idx, idx]),
+                        tf.constant([False, True]))
+
+            ds = ds.map(both, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+    if shuffle:
+        n_items = n_sel * (2 if mirror else 1)
+        if in_memory and shuffle_mb is None:
+            buf = n_items  # a perfect shuffle: the buffer holds references to cached images
+        else:
+            budget = (DEFAULT_SHUFFLE_MB if shuffle_mb is None else shuffle_mb) * 2**20
+            buf = int(max(1, min(n_items, budget // max(1, info.image_nbytes))))
+        ds = ds.shuffle(buf, seed=seed, reshuffle_each_iteration=True)
+    if mirror:
+        def flip(img, lab, idx, flag):
+            return tf.cond(flag, lambda: tf.reverse(img, axis=[1]), lambda: img), lab, idx
+
+        ds = ds.map(flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=repeat if drop_remainder is None else drop_remainder,
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def finish(img, lab, idx):
+        img = img if as_uint8 else tf.cast(img, tf.float32) * (1 / 127.5) - 1
+        lab = lab[:, : info.label_dim]
+        return (img, lab, idx) if with_index else (img, lab)
+
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if prefetch:
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+    opts = tf.data.Options()
+    opts.deterministic = True
+    # We shard ourselves (by image index), so tf.distribute must not shard again by file.
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(opts)
+
+
+# ----------------------------------------------------------------------------- distribution
+
+
+def make_dataset_fn(path, global_batch_size: int, **kwargs):
+    """A `dataset_fn(input_context)` for `strategy.distribute_datasets_from_function`.
+
+    Each input pipeline reads its own share of the images (by index, `input_pipeline_id`) with its
+    own shuffle stream, and batches `global_batch_size // num_replicas_in_sync` per replica."""
+    info = open_dataset(path)  # validate once, in the caller, and reuse the description
+    base_seed = kwargs.pop("seed", 0)
+    subset_seed = kwargs.pop("subset_seed", None)
+
+    def dataset_fn(ctx):
+        if global_batch_size % ctx.num_replicas_in_sync:
+            raise UserError(f"batch size {global_batch_size} is not divisible by the {ctx.num_replicas_in_sync} "
+                            "replicas; pass a multiple")
+        per_replica = global_batch_size // ctx.num_replicas_in_sync
+        return make_dataset(info, per_replica, seed=base_seed + 7919 * ctx.input_pipeline_id,
+                            subset_seed=base_seed if subset_seed is None else subset_seed,
+                            num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id, **kwargs)
+
+    return dataset_fn
+
+
+def distribute_dataset(strategy, path, global_batch_size: int, *, per_replica_fn: bool = True, **kwargs):
+    """A distributed dataset for `strategy`: by default built per input pipeline with
+    `distribute_datasets_from_function`; with `per_replica_fn=False`, one global-batch dataset
+    split by `experimental_distribute_dataset`."""
+    n = strategy.num_replicas_in_sync
+    if global_batch_size % n:
+        raise UserError(f"batch size {global_batch_size} is not divisible by the {n} replicas; pass a multiple")
+    if per_replica_fn:
+        return strategy.distribute_datasets_from_function(make_dataset_fn(path, global_batch_size, **kwargs))
+    return strategy.experimental_distribute_dataset(make_dataset(path, global_batch_size, **kwargs))
+
+
+# ---------------------------------------------------------------------------- label sampling
+
+
+class LabelSampler:
+    """Draws fake-image labels from the training set's label distribution (NVIDIA: c of a random
+    training image). Stores the distinct label rows and their cumulative counts, so memory is
+    O(distinct labels), and samples statelessly so it works inside tf.function / replicas."""
+
+    def __init__(self, rows: np.ndarray, counts: np.ndarray):
+        self.label_dim = int(rows.shape[1])
+        self.rows = rows.astype(np.float32)
+        self.counts = counts.astype(np.int64)
+        self._cum = np.cumsum(self.counts)
+        self.total = int(self._cum[-1]) if len(self._cum) else 0
+
+    @functools.cached_property
+    def _tensors(self):
+        import tensorflow as tf
+
+        with tf.init_scope():  # eager constants, even when first used inside a tf.function
+            return tf.constant(self.rows), tf.constant(self._cum)
+
+    def __call__(self, batch_size, seed):
+        """float32 [batch_size, label_dim]; `seed` is an int32/int64 [2] stateless seed."""
+        import tensorflow as tf
+
+        if self.label_dim == 0 or self.total == 0:
+            return tf.zeros([batch_size, self.label_dim], tf.float32)
+        rows, cum = self._tensors
+        u = tf.random.stateless_uniform([batch_size], seed=seed, minval=0, maxval=self.total, dtype=tf.int64)
+        # Row j is chosen when cum[j-1] <= u < cum[j]; a compare-and-count (not searchsorted) so
+        # the sampler also compiles under XLA (jit_compile=True).
+        which = tf.reduce_sum(tf.cast(u[:, None] >= cum[None, :], tf.int32), axis=1)
+        return tf.gather(rows, which)
+
+    def sample_numpy(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = rng or np.random.default_rng()
+        if self.label_dim == 0 or self.total == 0:
+            return np.zeros((n, self.label_dim), np.float32)
+        which = np.searchsorted(self._cum, rng.integers(0, self.total, n), side="right")
+        return self.rows[which]
+
+
+def label_sampler(path, *, subset=None, seed: int = 0) -> LabelSampler:
+    """Sampler over the labels of the images training uses (the same `subset` choice)."""
+    info = open_dataset(path)
+    if not info.has_labels:
+        return LabelSampler(np.zeros((0, 0), np.float32), np.zeros((0,), np.int64))
+    raw = _raw_labels(info)
+    if raw is None:
+        raise UserError(f"dataset {info.path} has labels but no labels file; rebuild it with sg2ada dataset")
+    raw = raw[select_subset(info.count, subset, seed)]
+    if info.label_type == "class":
+        counts = np.bincount(raw, minlength=info.label_dim)
+        present = np.nonzero(counts)[0]
+        return LabelSampler(np.eye(info.label_dim, dtype=np.float32)[present], counts[present])
+    rows, counts = np.unique(raw.reshape(len(raw), -1), axis=0, return_counts=True)
+    return LabelSampler(rows, counts)

@@ -1,0 +1,72 @@
+"""The StyleGAN2 generator `G_main` = `G_mapping` + `G_synthesis` (Karras et al. 2020), as NVIDIA's
+`Generator` in `training/networks.py` and TF1 `G_main` (whose variables live in components
+`mapping/` and `synthesis/`, with the moving average `dlatent_avg` at the top level).
+
+    ws  = G.mapping(z, c, truncation_psi=1, truncation_cutoff=None, update_w_avg=False)
+    img = G.synthesis(ws, noise_mode="random", noise_seed=None, force_fp32=False)   # NHWC
+    img = G(z, c, ...)
+
+Style mixing and the path-length regulariser live in the training loss; the generator only offers
+the two halves.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from sg2ada.networks.config import GeneratorConfig
+from sg2ada.networks.layers import assign_named, prefixed
+from sg2ada.networks.mapping import MappingNetwork
+from sg2ada.networks.synthesis import SynthesisNetwork
+
+
+class Generator(keras.Model):
+    def __init__(self, config: GeneratorConfig, name="G", **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(name=name, **kwargs)
+        self.config = config
+        self.z_dim = config.z_dim
+        self.c_dim = config.c_dim
+        self.w_dim = config.w_dim
+        self.img_resolution = config.img_resolution
+        self.img_channels = config.img_channels
+        self.synthesis = SynthesisNetwork(
+            w_dim=config.w_dim, img_resolution=config.img_resolution, img_channels=config.img_channels,
+            channel_base=config.channel_base, channel_max=config.channel_max, num_fp16_res=config.num_fp16_res,
+            conv_clamp=config.conv_clamp, architecture=config.architecture, resample_filter=config.resample_filter,
+            use_noise=config.use_noise, fp16_dtype=config.fp16_dtype, name="synthesis")
+        self.num_ws = self.synthesis.num_ws
+        assert self.num_ws == config.num_ws
+        m = config.mapping
+        self.mapping = MappingNetwork(
+            z_dim=config.z_dim, c_dim=config.c_dim, w_dim=config.w_dim, num_ws=self.num_ws, num_layers=m.num_layers,
+            embed_features=m.embed_features, layer_features=m.layer_features, activation=m.activation,
+            lr_multiplier=m.lr_multiplier, w_avg_beta=m.w_avg_beta,
+            layer_name="Dense", name="mapping")
+        self.built = True
+
+    @property
+    def w_avg(self):
+        return self.mapping.w_avg
+
+    def named_variables(self) -> dict:
+        out = prefixed("mapping", self.mapping.named_variables())
+        out["dlatent_avg"] = self.mapping.w_avg
+        out.update(prefixed("synthesis", self.synthesis.named_variables()))
+        return out
+
+    def get_tf1_variables(self) -> dict:
+        """numpy arrays keyed and shaped as in NVIDIA's TF1 pickle (no conversion needed: we store
+        every variable in TF1's layout)."""
+        return {k: np.asarray(v.numpy()) for k, v in self.named_variables().items()}
+
+    def load_tf1_variables(self, values: dict, strict: bool = True, source: str = "TF1 generator") -> None:
+        assign_named(self, values, strict=strict, source=source)
+
+    def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, noise_mode="random", noise_seed=None,
+             force_fp32=False, fused_modconv=None, update_w_avg=False, training=False):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_w_avg=update_w_avg)
+        return self.synthesis(ws, noise_mode=noise_mode, noise_seed=noise_seed, force_fp32=force_fp32,
+                              fused_modconv=fused_modconv, training=training)
