@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from sg2ada.errors import UserError
 from sg2ada.metrics import feature_nets as fn
-from sg2ada.metrics.tf1_pickle import load_tf1_pickle
+from sg2ada.legacy.tf1_pickle import read_tf1_network
 
 
 @pytest.fixture(autouse=True)
@@ -162,13 +162,13 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps(Evil()))
     with pytest.raises(UserError, match="refusing"):
-        load_tf1_pickle(str(path))
+        read_tf1_network(str(path))
 
 
 def test_tf1_pickle_keeps_build_source_as_text(tiny_vgg):
-    net = load_tf1_pickle(tiny_vgg.lpips)
+    net = read_tf1_network(tiny_vgg.lpips)
     assert "os.system" in net.state["build_module_src"]  # read, never executed
-    assert list(net.variables())[0] == "conv1_1/weight"
+    assert list(net.collect_variables())[0] == "conv1_1/weight"
 
 
 # ---- resolution, download, offline -------------------------------------------------------------

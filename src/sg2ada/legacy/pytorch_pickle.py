@@ -31,7 +31,7 @@ import numpy as np
 
 from sg2ada.errors import UserError
 from sg2ada.legacy.restricted import restricted_load
-from sg2ada.legacy.tf1_pickle import _numpy_globals
+from sg2ada.legacy.restricted import numpy_globals
 
 KIND = "NVIDIA PyTorch network pickle"
 PERSISTENCE_VERSION = 6  # torch_utils.persistence._version of the public releases
@@ -156,7 +156,7 @@ def _torch_globals() -> dict:
         ret = func(*args)
         return ret
 
-    allowed = dict(_numpy_globals())
+    allowed = dict(numpy_globals())
     allowed.update({("torch._utils", k): v for k, v in rebuild_funcs.items()})
     allowed[("torch._tensor", "_rebuild_from_type_v2")] = rebuild_from_type_v2
     allowed[("torch.storage", "_load_from_bytes")] = load_from_bytes

@@ -16,10 +16,13 @@ refused before it is imported.
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 import pickletools
 import struct
+
+import numpy as np
 
 from sg2ada.errors import UserError
 
@@ -40,8 +43,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     allowed name can never pull in a module (or its side effects) that the caller did not choose.
     """
 
-    def __init__(self, file, allowed: dict, persistent_load=None):
-        super().__init__(file)
+    def __init__(self, file, allowed: dict, persistent_load=None, **kwargs):
+        super().__init__(file, **kwargs)
         self._allowed = dict(allowed)
         self._persistent_load = persistent_load
 
@@ -56,6 +59,40 @@ class RestrictedUnpickler(pickle.Unpickler):
             # Only torch.save files use persistent ids; NVIDIA's pickles are plain pickle.dump.
             raise pickle.UnpicklingError("persistent id in a plain pickle")
         return self._persistent_load(pid)
+
+
+def _plain_dtype(*args, **kwargs):
+    dt = np.dtype(*args, **kwargs)
+    if dt.hasobject:
+        # An object array unpickles arbitrary objects through its state: none of our formats needs one.
+        raise pickle.UnpicklingError("object arrays are not allowed")
+    return dt
+
+
+def _latin1_encode(obj, encoding="latin1", errors="strict"):
+    # Protocol-2 pickles written by Python 3 store bytes as `_codecs.encode(str, 'latin1')`.
+    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
+        raise TypeError("only latin1 string encoding is allowed in a pickle")
+    return codecs.encode(obj, "latin1", errors)
+
+
+def numpy_globals() -> dict:
+    """numpy's pickle constructors for numeric arrays and scalars, under every module path numpy has
+    pickled them from (numpy 2 moved `numpy.core` to `numpy._core`). The functions are taken from
+    live objects instead of importing either path, so no deprecated module is touched."""
+    reconstruct = np.ndarray.__reduce__(np.zeros(1, np.float32))[0]
+    scalar = np.float32(0).__reduce__()[0]
+    frombuffer = np.zeros(1, np.float32).__reduce_ex__(5)[0]  # protocol 5 (pickle.PickleBuffer) arrays
+    out = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(mod, "_reconstruct")] = reconstruct
+        out[(mod, "scalar")] = scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        out[(mod, "_frombuffer")] = frombuffer
+    out[("numpy", "ndarray")] = np.ndarray
+    out[("numpy", "dtype")] = _plain_dtype
+    out[("_codecs", "encode")] = _latin1_encode
+    return out
 
 
 # Errors that a corrupt or truncated pickle raises from inside pickle.Unpickler.load().

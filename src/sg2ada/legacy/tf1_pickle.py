@@ -15,13 +15,12 @@ We map `dnnlib.tflib.network.Network` to `TF1Network`, which keeps that dict and
 
 from __future__ import annotations
 
-import codecs
 import os
 
 import numpy as np
 
 from sg2ada.errors import UserError
-from sg2ada.legacy.restricted import restricted_load
+from sg2ada.legacy.restricted import numpy_globals, restricted_load
 
 KIND = "NVIDIA TF1 network pickle"
 
@@ -94,37 +93,34 @@ def _as_float_array(value, name: str, path: str) -> np.ndarray:
     return np.asarray(arr, dtype=np.float32)  # no copy for the usual float32 arrays
 
 
-def _numpy_globals() -> dict:
-    """numpy's pickle constructors, under every module path numpy has pickled them from.
+class EasyDict(dict):
+    """Stand-in for `dnnlib.util.EasyDict` (a dict with attribute access); data only."""
 
-    numpy 2 moved `numpy.core` to `numpy._core`; we take the functions from live objects instead of
-    importing either path, so no deprecated module is touched."""
-    reconstruct = np.ndarray.__reduce__(np.zeros(1, np.float32))[0]
-    scalar = np.float32(0).__reduce__()[0]
-    frombuffer = np.zeros(1, np.float32).__reduce_ex__(5)[0]  # protocol 5 (pickle.PickleBuffer) arrays
-    out = {}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[(mod, "_reconstruct")] = reconstruct
-        out[(mod, "scalar")] = scalar
-    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        out[(mod, "_frombuffer")] = frombuffer
-    out[("numpy", "ndarray")] = np.ndarray
-    out[("numpy", "dtype")] = np.dtype
-    # Protocol-2 pickles written by Python 3 store bytes as `_codecs.encode(str, 'latin1')`.
-    out[("_codecs", "encode")] = _latin1_encode
-    return out
-
-
-def _latin1_encode(obj, encoding="latin1", errors="strict"):
-    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
-        raise TypeError("only latin1 string encoding is allowed in a network pickle")
-    return codecs.encode(obj, "latin1", errors)
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def tf1_allowed_globals() -> dict:
-    allowed = _numpy_globals()
+    allowed = numpy_globals()
     allowed[("dnnlib.tflib.network", "Network")] = TF1Network
+    allowed[("dnnlib.util", "EasyDict")] = EasyDict
+    allowed[("dnnlib", "EasyDict")] = EasyDict
     return allowed
+
+
+def read_tf1_network(path, kind: str = "NVIDIA TF1 network pickle") -> TF1Network:
+    """Unpickle a dnnlib pickle that holds one network (NVIDIA's metric feature networks, e.g.
+    `vgg16_zhang_perceptual.pkl`), or the first network of a tuple, safely."""
+    path = os.fspath(path)
+    data = restricted_load(path, tf1_allowed_globals(), kind)
+    if isinstance(data, (tuple, list)):
+        data = next((n for n in data if isinstance(n, TF1Network)), None)
+    if not isinstance(data, TF1Network):
+        raise UserError(f"{path}: does not hold a dnnlib.tflib.network.Network; expected an {kind}")
+    return data
 
 
 def read_tf1_pickle(path) -> tuple[TF1Network | None, TF1Network | None, TF1Network]:

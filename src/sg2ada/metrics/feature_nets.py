@@ -418,14 +418,10 @@ _LPIPS_EPS = 1e-10
 
 def _vgg_weights_from_tf1(path: str, want_fc: bool, want_lpips: bool):
     """Pick VGG16's tensors out of a dnnlib pickle by order and shape."""
-    from sg2ada.metrics.tf1_pickle import TF1Network, load_tf1_pickle
+    from sg2ada.legacy.tf1_pickle import read_tf1_network
 
-    obj = load_tf1_pickle(path)
-    if isinstance(obj, (tuple, list)):
-        obj = next((o for o in obj if isinstance(o, TF1Network)), None)
-    if not isinstance(obj, TF1Network):
-        raise UserError(f"{path} does not hold a dnnlib network (expected NVIDIA's VGG16 metric pickle)")
-    var_list = list(obj.variables().items())
+    obj = read_tf1_network(path, kind="NVIDIA VGG16 metric pickle")
+    var_list = list(obj.collect_variables(path).items())
     convs3, lin, fcs, vecs = [], [], [], []
     for name, v in var_list:
         v = np.asarray(v, np.float32)
