@@ -1,0 +1,74 @@
+"""Fused bias + activation + gain + clamp, in pure TensorFlow.
+
+StyleGAN2 applies, after every dense and convolution layer, a bias, a nonlinearity, a gain that
+keeps activations at unit variance under the equalized learning rate (Karras et al. 2018, Sec.
+4.1), and, with mixed precision, a clamp of the result (Karras et al. 2020b, "Training GANs with
+Limited Data", Appendix D.2: conv_clamp=256). Semantics and the activation table (default alpha
+and gain of each function) are those of NVIDIA's stylegan2-ada-pytorch
+`torch_utils/ops/bias_act.py`; the bias applies to the last (channel) axis, because we are NHWC.
+
+Order: x + b -> act(x, alpha) -> * gain -> clamp to [-clamp, clamp]. Built from TF elementwise ops
+only, so XLA fuses it into one kernel and first and second order gradients come for free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import tensorflow as tf
+
+__all__ = ["bias_act", "activation_funcs", "ActivationSpec"]
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    func: Callable  # func(x, alpha) -> tensor
+    def_alpha: float
+    def_gain: float
+
+
+activation_funcs = {
+    "linear": ActivationSpec(lambda x, alpha: x, 0.0, 1.0),
+    "relu": ActivationSpec(lambda x, alpha: tf.nn.relu(x), 0.0, math.sqrt(2)),
+    "lrelu": ActivationSpec(lambda x, alpha: tf.nn.leaky_relu(x, alpha=alpha), 0.2, math.sqrt(2)),
+    "tanh": ActivationSpec(lambda x, alpha: tf.math.tanh(x), 0.0, 1.0),
+    "sigmoid": ActivationSpec(lambda x, alpha: tf.math.sigmoid(x), 0.0, 1.0),
+    "elu": ActivationSpec(lambda x, alpha: tf.nn.elu(x), 0.0, 1.0),
+    "selu": ActivationSpec(lambda x, alpha: tf.nn.selu(x), 0.0, 1.0),
+    "softplus": ActivationSpec(lambda x, alpha: tf.math.softplus(x), 0.0, 1.0),
+    # Written out rather than tf.nn.silu, whose custom gradient is not meant to be differentiated
+    # again; the product form gives exact second-order gradients.
+    "swish": ActivationSpec(lambda x, alpha: tf.math.sigmoid(x) * x, 0.0, math.sqrt(2)),
+}
+
+
+def bias_act(x, b=None, act="linear", alpha=None, gain=None, clamp=None):
+    """Add bias `b` (shape [C], C = last axis of x), apply `act`, scale by `gain`, clamp to +-clamp.
+
+    alpha/gain None = the activation's default (lrelu: alpha 0.2; relu/lrelu/swish: gain sqrt(2),
+    others 1). clamp None disables clamping. Returns a tensor of x's shape and dtype.
+    """
+    if act not in activation_funcs:
+        raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(activation_funcs)}")
+    if clamp is not None and clamp < 0:
+        raise ValueError(f"clamp must be >= 0 or None, got {clamp}")
+    spec = activation_funcs[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+
+    x = tf.convert_to_tensor(x)
+    if b is not None:
+        b = tf.cast(b, x.dtype)
+        if b.shape.rank != 1:
+            raise ValueError(f"bias must be 1-D [C], got shape {b.shape}")
+        if b.shape[0] is not None and x.shape[-1] is not None and b.shape[0] != x.shape[-1]:
+            raise ValueError(f"bias has {b.shape[0]} elements but x has {x.shape[-1]} channels")
+        x = x + b
+    x = spec.func(x, alpha)
+    if gain != 1:
+        x = x * tf.cast(gain, x.dtype)
+    if clamp is not None:
+        x = tf.clip_by_value(x, tf.cast(-clamp, x.dtype), tf.cast(clamp, x.dtype))
+    return x
