@@ -1,0 +1,360 @@
+"""Resolved training options: the command line plus a `--cfg` preset, checked the way NVIDIA's
+`train.py` checks them (stylegan2-ada-pytorch `train.py: setup_training_loop_kwargs`, and the
+`--batch-gpu/--glr/--dlr/--map/--mbstd-group/--cbase/--cmax` overrides of its successor).
+
+`resolve_options(**cli_values)` is the single place where user input becomes a `TrainingOptions`;
+everything downstream (Trainer, training loop, `training_options.json`) reads the frozen result.
+Bad combinations raise `UserError` with one line naming the option at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from sg2ada.errors import UserError
+from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
+from sg2ada.presets import CFG_NAMES, get_preset, network_configs
+
+AUG_MODES = ("ada", "noaug", "fixed")
+# NVIDIA's pipeline names (train.py `augpipe_specs`); the ops they enable live in sg2ada.augment.
+AUGPIPES = ("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc")
+PRECISIONS = ("fp32", "fp16", "bf16")
+STRATEGIES = ("auto", "mirrored", "multiworker", "default")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    # Dataset.
+    data: str | None = None
+    resolution: int = 32
+    img_channels: int = 3
+    c_dim: int = 0  # 0 unless --cond
+    cond: bool = False
+    mirror: bool = False
+    subset: int | None = None
+    # Base config.
+    cfg: str = "auto"
+    total_kimg: float = 25000
+    batch_size: int = 32  # global minibatch, NVIDIA's `batch_size`
+    batch_gpu: int = 4  # images per replica per round; batch_size / (batch_gpu * replicas) rounds
+    num_replicas: int = 1  # the replica count the options were resolved for (`auto` depends on it)
+    G: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
+    D: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
+    # Optimisation (Adam, NVIDIA's betas/eps; lazy regularisation intervals of the StyleGAN2 paper).
+    glr: float = 0.0025
+    dlr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    G_reg_interval: int | None = 4
+    D_reg_interval: int | None = 16
+    # Loss.
+    r1_gamma: float = 10.0
+    pl_weight: float = 2.0
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    style_mixing_prob: float = 0.9
+    # G_ema.
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    # Augmentation.
+    aug: str = "ada"
+    augpipe: str = "bgc"
+    augment_p: float = 0.0
+    ada_target: float | None = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500
+    # Transfer learning.
+    resume: str | None = None
+    freezed: int = 0
+    # Performance / reproducibility.
+    seed: int = 0
+    precision: str = "fp32"
+    xla: bool | None = None  # None: decided by the Trainer (see trainer.default_xla)
+    strategy: str = "auto"
+
+    # ---- serialisation ----
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingOptions":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # tolerate fields added by later versions
+        if "G" in d and isinstance(d["G"], dict):
+            d["G"] = GeneratorConfig.from_dict(d["G"])
+        if "D" in d and isinstance(d["D"], dict):
+            d["D"] = DiscriminatorConfig.from_dict(d["D"])
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "TrainingOptions":
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **changes) -> "TrainingOptions":
+        return dataclasses.replace(self, **changes)
+
+    # ---- derived values ----
+    def num_rounds(self, num_replicas: int | None = None) -> int:
+        """Gradient-accumulation rounds per phase: batch_size / (batch_gpu * replicas)."""
+        n = self.num_replicas if num_replicas is None else num_replicas
+        return self.batch_size // (self.batch_gpu * n)
+
+    @property
+    def augment_enabled(self) -> bool:
+        # NVIDIA builds the pipe only when it can ever be non-identity.
+        return self.aug != "noaug" and (self.augment_p > 0 or self.ada_target is not None)
+
+
+def _check_int(name, value, minimum):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"--{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(name, value, lo=None, hi=None):
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"between {lo:g} and {hi:g}" if hi is not None else f">= {lo:g}"
+        raise UserError(f"--{name} must be {rng}, got {value:g}")
+    return value
+
+
+def resolve_options(
+    *,
+    data: str | None = None,
+    resolution: int | None = None,
+    img_channels: int | None = None,
+    label_dim: int | None = None,
+    dataset_size: int | None = None,
+    num_replicas: int = 1,
+    cfg: str = "auto",
+    gamma: float | None = None,
+    kimg: float | None = None,
+    batch: int | None = None,
+    batch_gpu: int | None = None,
+    glr: float | None = None,
+    dlr: float | None = None,
+    map: int | None = None,  # noqa: A002 (NVIDIA's option name)
+    mbstd: int | None = None,
+    ema: float | None = None,
+    cbase: int | None = None,
+    cmax: int | None = None,
+    aug: str | None = None,
+    p: float | None = None,
+    target: float | None = None,
+    augpipe: str | None = None,
+    ada_kimg: float | None = None,
+    mirror: bool = False,
+    cond: bool = False,
+    subset: int | None = None,
+    freezed: int | None = None,
+    resume: str | None = None,
+    seed: int = 0,
+    precision: str | None = None,
+    fp32: bool = False,
+    xla: bool | None = None,
+    strategy: str = "auto",
+    **unknown,
+) -> TrainingOptions:
+    """Build the run configuration from CLI values (None = not given) with NVIDIA's semantics.
+
+    The dataset geometry (`resolution`, `img_channels`, `label_dim`, `dataset_size`) is read from
+    `data` with `sg2ada.data.open_dataset` when not given explicitly.
+    """
+    if unknown:
+        raise TypeError(f"resolve_options: unknown option(s) {sorted(unknown)}")
+    # None means "not given" for every option, including those with defaults.
+    cfg = "auto" if cfg is None else cfg
+    strategy = "auto" if strategy is None else strategy
+    seed = 0 if seed is None else seed
+    mirror, cond, fp32 = bool(mirror), bool(cond), bool(fp32)
+
+    # ---- dataset ----
+    if resolution is None or img_channels is None or label_dim is None:
+        if data is None:
+            raise UserError("--data is required")
+        try:
+            from sg2ada.data import open_dataset
+        except ImportError as e:  # pragma: no cover - data module missing
+            raise UserError(f"cannot read --data {data}: {e}") from e
+        info = open_dataset(data)
+        resolution = info.resolution if resolution is None else resolution
+        img_channels = info.channels if img_channels is None else img_channels
+        label_dim = getattr(info, "label_dim", 0) if label_dim is None else label_dim
+        dataset_size = getattr(info, "count", None) if dataset_size is None else dataset_size
+    if resolution < 4 or resolution & (resolution - 1):
+        raise UserError(f"dataset resolution must be a power of two >= 4, got {resolution}")
+    if cond and not label_dim:
+        raise UserError("--cond requires labels in the dataset (dataset.json has none)")
+    c_dim = int(label_dim) if cond else 0
+    if subset is not None:
+        _check_int("subset", subset, 1)
+        if dataset_size is not None and subset > dataset_size:
+            raise UserError(f"--subset must be between 1 and {dataset_size}")
+    num_replicas = _check_int("gpus", num_replicas, 1)
+
+    # ---- base config ----
+    if cfg not in CFG_NAMES:
+        raise UserError(f"--cfg must be one of {', '.join(CFG_NAMES)}, got {cfg!r}")
+    preset = get_preset(cfg, resolution, num_replicas)
+    total_kimg = preset.kimg
+    batch_size = preset.batch
+    # NVIDIA: a preset's per-GPU batch is its batch over its reference GPU count; --batch splits
+    # evenly over the GPUs actually used.
+    default_batch_gpu = max(preset.batch // preset.ref_gpus, 1)
+    if batch is not None:
+        _check_int("batch", batch, 1)
+        if batch % num_replicas:
+            raise UserError(f"--batch ({batch}) must be divisible by the number of replicas ({num_replicas})")
+        batch_size = batch
+        default_batch_gpu = batch // num_replicas
+    if batch_gpu is not None:
+        _check_int("batch-gpu", batch_gpu, 1)
+    else:
+        batch_gpu = min(default_batch_gpu, batch_size // num_replicas) or 1
+    if batch_size % (batch_gpu * num_replicas):
+        raise UserError(f"--batch ({batch_size}) must be divisible by --batch-gpu ({batch_gpu}) times the "
+                        f"number of replicas ({num_replicas})")
+    if kimg is not None:
+        _check_float("kimg", kimg, lo=1e-9)
+        total_kimg = kimg
+    r1_gamma = preset.gamma if gamma is None else _check_float("gamma", gamma, lo=0)
+    glr = preset.lrate if glr is None else _check_float("glr", glr, lo=1e-12)
+    dlr = preset.lrate if dlr is None else _check_float("dlr", dlr, lo=1e-12)
+    ema_kimg = preset.ema_kimg if ema is None else _check_float("ema", ema, lo=0)
+    ema_rampup = preset.ema_rampup
+
+    G_cfg, D_cfg = network_configs(preset, resolution, img_channels=img_channels, c_dim=c_dim)
+    g_changes, d_changes = {}, {}
+    if map is not None:
+        _check_int("map", map, 1)
+        g_changes["mapping"] = MappingConfig(**{**dataclasses.asdict(G_cfg.mapping), "num_layers": map})
+    if mbstd is not None:
+        _check_int("mbstd", mbstd, 1)
+        d_changes["mbstd_group_size"] = mbstd
+    if cbase is not None:
+        _check_int("cbase", cbase, 1)
+        g_changes["channel_base"] = d_changes["channel_base"] = cbase
+    if cmax is not None:
+        _check_int("cmax", cmax, 1)
+        g_changes["channel_max"] = d_changes["channel_max"] = cmax
+    group = d_changes.get("mbstd_group_size", D_cfg.mbstd_group_size)
+    if group is not None and group < batch_gpu and batch_gpu % group:
+        raise UserError(f"--batch-gpu ({batch_gpu}) must be divisible by the minibatch-stddev group ({group}); "
+                        "set --mbstd")
+
+    # ---- precision (NVIDIA: mixed precision = fp16 in the top 4 resolutions + conv_clamp 256) ----
+    if fp32:
+        if precision not in (None, "fp32"):
+            raise UserError(f"--fp32 contradicts --precision {precision}")
+        precision = "fp32"
+    if precision is None:
+        precision = "fp16" if preset.num_fp16_res > 0 else "fp32"
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        g_changes.update(num_fp16_res=0, conv_clamp=None)
+        d_changes.update(num_fp16_res=0, conv_clamp=None)
+    else:
+        dt = "float16" if precision == "fp16" else "bfloat16"
+        nres = preset.num_fp16_res or 4
+        g_changes.update(num_fp16_res=nres, conv_clamp=256, fp16_dtype=dt)
+        d_changes.update(num_fp16_res=nres, conv_clamp=256, fp16_dtype=dt)
+    G_cfg = dataclasses.replace(G_cfg, **g_changes)
+    D_cfg = dataclasses.replace(D_cfg, **d_changes)
+
+    # ---- augmentation ----
+    ada_target = None
+    augment_p = 0.0
+    aug_given = aug is not None
+    aug = "ada" if aug is None else aug
+    if aug not in AUG_MODES:
+        raise UserError(f"--aug must be one of {', '.join(AUG_MODES)}, got {aug!r}")
+    if aug == "ada":
+        ada_target = 0.6
+    if aug == "fixed" and p is None:
+        raise UserError("--aug=fixed requires specifying --p")
+    if p is not None:
+        if resume != "latest" and aug != "fixed":
+            raise UserError("--p can only be specified with --aug=fixed (or --resume=latest)")
+        augment_p = _check_float("p", p, 0, 1)
+    if target is not None:
+        if aug != "ada":
+            raise UserError("--target can only be specified with --aug=ada")
+        ada_target = _check_float("target", target, 0, 1)
+    if augpipe is None:
+        augpipe = "bgc"
+    else:
+        if aug == "noaug":
+            raise UserError("--augpipe cannot be specified with --aug=noaug")
+        if augpipe not in AUGPIPES:
+            raise UserError(f"--augpipe must be one of {', '.join(AUGPIPES)}, got {augpipe!r}")
+    del aug_given
+    ada_kimg_value = 500.0
+
+    # ---- transfer learning ----
+    if resume is not None and resume != "noresume":
+        # NVIDIA: react faster at the beginning of a transfer run, and no EMA warm-up.
+        ada_kimg_value = 100.0
+        ema_rampup = None
+    else:
+        resume = None
+    if ada_kimg is not None:
+        ada_kimg_value = _check_float("ada-kimg", ada_kimg, lo=1e-9)
+    freezed = 0 if freezed is None else _check_int("freezed", freezed, 0)
+    if freezed and "freeze_layers" in {f.name for f in dataclasses.fields(DiscriminatorConfig)}:
+        # The network makes those weights non-trainable; the Trainer also leaves them out of D's
+        # optimizer by name (frozen_d_layers), which is what guarantees they never change.
+        D_cfg = dataclasses.replace(D_cfg, freeze_layers=freezed)
+
+    if strategy not in STRATEGIES:
+        raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {seed!r}")
+
+    return TrainingOptions(
+        data=data, resolution=resolution, img_channels=img_channels, c_dim=c_dim, cond=bool(cond),
+        mirror=bool(mirror), subset=subset, cfg=cfg, total_kimg=total_kimg, batch_size=batch_size,
+        batch_gpu=batch_gpu, num_replicas=num_replicas, G=G_cfg, D=D_cfg, glr=glr, dlr=dlr,
+        r1_gamma=r1_gamma, pl_weight=preset.pl_weight, style_mixing_prob=preset.style_mixing_prob,
+        ema_kimg=ema_kimg, ema_rampup=ema_rampup, aug=aug, augpipe=augpipe, augment_p=augment_p,
+        ada_target=ada_target, ada_kimg=ada_kimg_value, resume=resume, freezed=freezed, seed=seed,
+        precision=precision, xla=xla, strategy=strategy,
+    )
+
+
+def frozen_d_layers(D_config: DiscriminatorConfig, freezed: int) -> list[str]:
+    """Freeze-D: the TF1 layer names (`<res>x<res>/<layer>`) of the first `freezed` D layers.
+
+    NVIDIA counts layers, not blocks, from the top resolution down, in creation order: FromRGB
+    (top block, or every block with the skip architecture), Conv0, Conv1_down, Skip (resnet). The
+    4x4 epilogue and the output layer are never frozen (stylegan2-ada-pytorch `DiscriminatorBlock`
+    `freeze_layers`; only block layers take part in the count there).
+    """
+    names = []
+    for res in D_config.block_resolutions:
+        pre = f"{res}x{res}/"
+        if D_config.architecture == "skip" or res == D_config.img_resolution:
+            names.append(pre + "FromRGB")
+        names += [pre + "Conv0", pre + "Conv1_down"]
+        if D_config.architecture == "resnet":
+            names.append(pre + "Skip")
+    return names[:freezed]

@@ -1,0 +1,107 @@
+"""Tests of sg2ada.training.options: presets, NVIDIA's train.py checks, JSON round trip, Freeze-D."""
+
+import json
+
+import pytest
+
+from sg2ada.errors import UserError
+from sg2ada.networks.config import DiscriminatorConfig
+from sg2ada.training.options import TrainingOptions, frozen_d_layers, resolve_options
+
+GEOM = dict(resolution=32, img_channels=3, label_dim=0)
+
+
+def test_auto_preset_values_follow_nvidia():
+    o = resolve_options(**GEOM, num_replicas=2)
+    # auto @32px, 2 GPUs: batch = max(min(2*min(4096//32, 32), 64), 2) = 64, mbstd 4, gamma 0.0002*32^2/64
+    assert o.batch_size == 64 and o.batch_gpu == 32
+    assert o.D.mbstd_group_size == 4
+    assert o.r1_gamma == pytest.approx(0.0002 * 32**2 / 64)
+    assert o.ema_kimg == pytest.approx(64 * 10 / 32) and o.ema_rampup == 0.05
+    assert o.glr == o.dlr == 0.0025
+    assert o.G.num_fp16_res == 4 and o.G.conv_clamp == 256 and o.precision == "fp16"
+    assert o.aug == "ada" and o.ada_target == 0.6 and o.ada_kimg == 500 and o.augment_p == 0
+    assert o.G_reg_interval == 4 and o.D_reg_interval == 16 and o.pl_weight == 2
+
+
+def test_fixed_preset_batch_gpu_is_batch_over_ref_gpus():
+    o = resolve_options(**GEOM, cfg="stylegan2")
+    assert o.batch_size == 32 and o.batch_gpu == 4 and o.num_rounds() == 8
+    o = resolve_options(**GEOM, cfg="stylegan2", batch=16, num_replicas=2)
+    assert o.batch_gpu == 8 and o.num_rounds(2) == 1
+
+
+def test_cifar_disables_pl_and_mixing():
+    o = resolve_options(**GEOM, cfg="cifar")
+    assert o.pl_weight == 0 and o.style_mixing_prob == 0 and o.D.architecture == "orig"
+
+
+def test_overrides_and_fp32():
+    o = resolve_options(**GEOM, cfg="tiny", gamma=0.5, kimg=3, batch=8, batch_gpu=2, glr=0.001, dlr=0.002, map=3,
+                        mbstd=2, ema=1.5, cbase=512, cmax=32, fp32=True, seed=7)
+    assert (o.r1_gamma, o.total_kimg, o.batch_size, o.batch_gpu, o.glr, o.dlr) == (0.5, 3, 8, 2, 0.001, 0.002)
+    assert o.G.mapping.num_layers == 3 and o.D.mbstd_group_size == 2 and o.ema_kimg == 1.5
+    assert o.G.channel_base == o.D.channel_base == 512 and o.G.channel_max == 32
+    assert o.G.num_fp16_res == 0 and o.G.conv_clamp is None and o.precision == "fp32" and o.seed == 7
+
+
+def test_bf16_precision():
+    o = resolve_options(**GEOM, cfg="tiny", precision="bf16")
+    assert o.G.fp16_dtype == "bfloat16" and o.D.num_fp16_res == 4 and o.D.conv_clamp == 256
+
+
+def test_resume_speeds_up_ada_and_disables_ema_rampup():
+    o = resolve_options(**GEOM, resume="some.pkl")
+    assert o.ada_kimg == 100 and o.ema_rampup is None and o.resume == "some.pkl"
+    assert resolve_options(**GEOM, resume="some.pkl", ada_kimg=50).ada_kimg == 50
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(batch=12, batch_gpu=8), "divisible by --batch-gpu"),
+    (dict(batch=8, batch_gpu=4, num_replicas=3), "divisible by the number of replicas"),
+    (dict(p=0.2), "--p can only be specified"),
+    (dict(aug="fixed"), "requires specifying --p"),
+    (dict(aug="fixed", p=1.5), "--p must be between"),
+    (dict(aug="noaug", target=0.5), "--target can only"),
+    (dict(aug="noaug", augpipe="bgc"), "--augpipe cannot"),
+    (dict(augpipe="xyz"), "--augpipe must be one of"),
+    (dict(aug="sometimes"), "--aug must be one of"),
+    (dict(gamma=-1.0), "--gamma"),
+    (dict(cfg="huge"), "--cfg"),
+    (dict(freezed=-1), "--freezed"),
+    (dict(cond=True), "--cond requires labels"),
+    (dict(precision="fp8"), "--precision"),
+    (dict(fp32=True, precision="fp16"), "contradicts"),
+    (dict(batch=8, batch_gpu=8, mbstd=3), "minibatch-stddev group"),
+    (dict(strategy="tpu"), "--strategy"),
+])
+def test_user_errors(kwargs, msg):
+    with pytest.raises(UserError, match=msg):
+        resolve_options(**{**GEOM, **kwargs})
+
+
+def test_fixed_aug_with_p():
+    o = resolve_options(**GEOM, aug="fixed", p=0.3)
+    assert o.augment_p == 0.3 and o.ada_target is None and o.augment_enabled
+    assert not resolve_options(**GEOM, aug="noaug").augment_enabled
+
+
+def test_json_round_trip():
+    o = resolve_options(**GEOM, cfg="tiny", cond=False, freezed=2, xla=True)
+    s = o.to_json()
+    json.loads(s)
+    back = TrainingOptions.from_json(s)
+    assert back == o
+
+
+@pytest.mark.parametrize("arch, expected", [
+    ("resnet", ["32x32/FromRGB", "32x32/Conv0", "32x32/Conv1_down", "32x32/Skip", "16x16/Conv0"]),
+    ("skip", ["32x32/FromRGB", "32x32/Conv0", "32x32/Conv1_down", "16x16/FromRGB", "16x16/Conv0"]),
+    ("orig", ["32x32/FromRGB", "32x32/Conv0", "32x32/Conv1_down", "16x16/Conv0", "16x16/Conv1_down"]),
+])
+def test_freeze_d_counts_layers_like_nvidia(arch, expected):
+    cfg = DiscriminatorConfig(img_resolution=32, architecture=arch, channel_base=256, channel_max=16)
+    assert frozen_d_layers(cfg, 5) == expected
+    assert frozen_d_layers(cfg, 0) == []
+    # The epilogue (4x4) is never frozen, however large freezed is.
+    assert not any(n.startswith("4x4") for n in frozen_d_layers(cfg, 100))
