@@ -1,0 +1,720 @@
+"""AugmentPipe: the 18-transformation augmentation pipeline of ADA (Karras et al. 2020, Sec. 2-3, App. B).
+
+Order, probability multipliers and parameter distributions follow the paper's pipeline (and NVIDIA's
+reference implementations, which are the behavioural spec):
+
+  pixel blitting    xflip, rotate90, xint                                  (App. B.1)
+  general geometric scale, rotate (split in a pre- and a post-rotation), aniso, xfrac
+  colour            brightness, contrast, lumaflip, hue, saturation        (App. B.1)
+  image filtering   4-band equaliser (each band counts as one transformation; App. B.2)
+  corruptions       additive RGB noise, cutout                             (App. B.3)
+
+Every transformation is applied to each sample independently with probability `multiplier * p`
+(Sec. 2.2: p < 0.8 keeps augmentations non-leaking). The geometric transformations are composed into
+one inverse 3x3 matrix per sample, the colour transformations into one 4x4 matrix per sample.
+
+Execution of the geometric matrix (App. B.1, "we pad, upsample 2x with a wavelet filter, resample,
+downsample 2x"): reflect padding with margins computed from the transformed image corners, 2x
+upsampling with the Symlet-6 filter, bilinear sampling (grid_sample semantics: align_corners=False,
+zeros outside), 2x downsampling with the same filter. Two deliberate implementation choices:
+
+* Samples whose matrix is a pure pixel blit (flip / 90-degree rotation / integer translation and no
+  general transform) are executed as an exact pixel gather with reflection at the borders, which is
+  what these operations mean (the paper calls them lossless). Sent through the resampling path they
+  would pick up a slight blur, because Symlet-6 is not symmetric and a flipped image sees the
+  filter reversed. Samples with a general transform go through the resampling path with the
+  composite matrix, as in the reference.
+* XLA needs static shapes, so the padded image cannot have data-dependent size. We pad by a static
+  amount from a small set of sizes (the smallest one that covers the batch's margins is chosen
+  with a switch) and zero everything beyond the data-dependent margins, which reproduces the
+  reference's variable padding exactly.
+
+The bilinear sampler is a gather, so gradients w.r.t. the images exist to any order (G's loss and
+the R1 penalty flow through the pipe). Samples that no transformation touched are passed through
+with `tf.where`, and stages that touch no sample are skipped with `tf.cond`, so p = 0 returns the
+input bit for bit. All randomness is stateless (`tf.random.stateless_*`, Philox) from the int32 [2]
+seed given per call; each draw has its own fixed sub-seed, so enabling one op does not change the
+draws of another.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from sg2ada.augment import filters
+from sg2ada.errors import UserError
+
+# Probability multipliers of each preset (the paper's pipelines, Fig. 4/5 and App. B).
+_BLIT = {"xflip": 1, "rotate90": 1, "xint": 1}
+_GEOM = {"scale": 1, "rotate": 1, "aniso": 1, "xfrac": 1}
+_COLOR = {"brightness": 1, "contrast": 1, "lumaflip": 1, "hue": 1, "saturation": 1}
+PRESETS: dict[str, dict[str, float]] = {
+    "blit": dict(_BLIT),
+    "geom": dict(_GEOM),
+    "color": dict(_COLOR),
+    "filter": {"imgfilter": 1},
+    "noise": {"noise": 1},
+    "cutout": {"cutout": 1},
+    "bg": dict(**_BLIT, **_GEOM),
+    "bgc": dict(**_BLIT, **_GEOM, **_COLOR),
+    "bgcf": dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1),
+    "bgcfn": dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
+    "bgcfnc": dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
+}
+DEFAULT_PRESET = "bgc"
+
+# Probability multipliers, in execution order.
+OPS = (
+    "xflip", "rotate90", "xint",
+    "scale", "rotate", "aniso", "xfrac",
+    "brightness", "contrast", "lumaflip", "hue", "saturation",
+    "imgfilter",
+    "noise", "cutout",
+)  # fmt: skip
+GEOMETRIC_OPS = OPS[:7]
+COLOR_OPS = OPS[7:12]
+
+# Strength settings (the paper's defaults).
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "xint_max": 0.125,  # range of integer translation, relative to image size
+    "scale_std": 0.2,  # log2 std of isotropic scaling
+    "rotate_max": 1.0,  # range of arbitrary rotation, 1 = full circle
+    "aniso_std": 0.2,  # log2 std of anisotropic scaling
+    "xfrac_std": 0.125,  # std of fractional translation, relative to image size
+    "brightness_std": 0.2,
+    "contrast_std": 0.5,  # log2
+    "hue_max": 1.0,  # 1 = full circle
+    "saturation_std": 1.0,  # log2
+    "imgfilter_bands": (1.0, 1.0, 1.0, 1.0),  # per-band probability multipliers
+    "imgfilter_std": 1.0,  # log2 std of band amplification
+    "noise_std": 0.1,
+    "cutout_size": 0.5,  # relative to image size
+}
+
+# Sub-seed keys of every random draw (fixed, so draws do not depend on which ops are enabled).
+_KEYS = {
+    name: i
+    for i, name in enumerate(
+        [
+            "xflip", "xflip_gate", "rotate90", "rotate90_gate", "xint", "xint_gate",
+            "scale", "scale_gate", "rotate_pre", "rotate_pre_gate", "aniso", "aniso_gate",
+            "rotate_post", "rotate_post_gate", "xfrac", "xfrac_gate",
+            "brightness", "brightness_gate", "contrast", "contrast_gate", "lumaflip", "lumaflip_gate",
+            "hue", "hue_gate", "saturation", "saturation_gate",
+            "imgfilter0", "imgfilter0_gate", "imgfilter1", "imgfilter1_gate",
+            "imgfilter2", "imgfilter2_gate", "imgfilter3", "imgfilter3_gate",
+            "noise", "noise_gate", "noise_pixels", "cutout_gate", "cutout_center",
+        ]
+    )
+}  # fmt: skip
+
+_HZ_PAD = len(filters.SYM6) // 4  # low-res pixels of filter support on each side of the output
+_ALG = "philox"  # pinned so that XLA and non-XLA runs draw the same numbers
+
+
+def replica_seed(seed) -> tf.Tensor:
+    """Fold the replica id into `seed` when running in a multi-replica context, else return it.
+
+    Under tf.distribute every replica runs the same code with the same seed; folding in the replica
+    id gives each replica its own augmentation stream (the reference draws independently per GPU).
+    """
+    seed = tf.convert_to_tensor(seed, dtype=tf.int32)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        rid = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+        seed = tf.random.experimental.stateless_fold_in(seed, rid + 1_000_003, alg=_ALG)
+    return seed
+
+
+def _random_bits(shape, seed) -> tf.Tensor:
+    # The two seed words are the 64-bit Philox key (zero counter). TF's own seed-to-key op treats
+    # negative seed words differently under XLA, so we do the bit packing ourselves.
+    words = tf.cast(tf.bitcast(tf.convert_to_tensor(seed, tf.int32), tf.uint32), tf.uint64)
+    key = tf.bitwise.bitwise_or(tf.bitwise.left_shift(words[0], tf.constant(32, tf.uint64)), words[1])
+    key = tf.reshape(key, [1])
+    counter = tf.zeros([2], tf.uint64)
+    return tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=1, dtype=tf.uint32)
+
+
+def _bits_to_unit(bits, open_at_zero=False) -> tf.Tensor:
+    # The top 24 bits give every float32 multiple of 2^-24 in [0, 1) (or (0, 1]) exactly.
+    top = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32)
+    return (top + (1.0 if open_at_zero else 0.0)) * (2.0**-24)
+
+
+def stateless_uniform(shape, seed) -> tf.Tensor:
+    """Uniform [0, 1) float32 from an int32 [2] seed, identical with and without XLA.
+
+    TensorFlow's stateless float samplers give different numbers under XLA than on CPU (the Philox
+    bits agree, the float conversion and the seed scrambling do not), so the same seed would
+    augment differently in an XLA-compiled training step than in eager code (preview, tests). We
+    draw the raw Philox bits with TF's stateless op and do the rest ourselves.
+    """
+    return _bits_to_unit(_random_bits(shape, seed))
+
+
+def stateless_normal(shape, seed) -> tf.Tensor:
+    """Standard normal float32 from an int32 [2] seed (Box-Muller), identical with and without XLA."""
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    bits = _random_bits(tf.concat([[2], shape], 0), seed)
+    u1 = _bits_to_unit(bits[0], open_at_zero=True)
+    u2 = _bits_to_unit(bits[1])
+    return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos((2 * np.pi) * u2)
+
+
+def _exp2(x):
+    return tf.pow(2.0, x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched matrix helpers (elements are [N] tensors or Python numbers).
+
+
+def _matrix(rows, n):
+    elems = [tf.broadcast_to(tf.cast(e, tf.float32), [n]) for row in rows for e in row]
+    return tf.reshape(tf.stack(elems, axis=-1), [n, len(rows), len(rows[0])])
+
+
+def _translate2d(tx, ty, n):
+    return _matrix([[1, 0, tx], [0, 1, ty], [0, 0, 1]], n)
+
+
+def _scale2d(sx, sy, n):
+    return _matrix([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], n)
+
+
+def _rotate2d(cos, sin, n):
+    return _matrix([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]], n)
+
+
+def _translate3d(tx, ty, tz, n):
+    return _matrix([[1, 0, 0, tx], [0, 1, 0, ty], [0, 0, 1, tz], [0, 0, 0, 1]], n)
+
+
+def _scale3d(sx, sy, sz, n):
+    return _matrix([[sx, 0, 0, 0], [0, sy, 0, 0], [0, 0, sz, 0], [0, 0, 0, 1]], n)
+
+
+def _rotate3d(v, theta, n):
+    vx, vy, vz = (float(a) for a in v[:3])
+    s = tf.sin(theta)
+    c = tf.cos(theta)
+    cc = 1 - c
+    return _matrix(
+        [
+            [vx * vx * cc + c, vx * vy * cc - vz * s, vx * vz * cc + vy * s, 0],
+            [vy * vx * cc + vz * s, vy * vy * cc + c, vy * vz * cc - vx * s, 0],
+            [vz * vx * cc - vy * s, vz * vy * cc + vx * s, vz * vz * cc + c, 0],
+            [0, 0, 0, 1],
+        ],
+        n,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Gather-based bilinear sampler.
+
+
+def bilinear_sample(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Sample NHWC `images` at pixel-index coordinates x, y ([N, Ho, Wo]); zeros outside.
+
+    Pixel centres are at integer coordinates (this is grid_sample with align_corners=False once the
+    normalised coordinates are converted). Built from gathers so that the result has gradients of
+    any order w.r.t. `images` (the coordinates are treated as constants).
+    """
+    n = tf.shape(images)[0]
+    h, w, c = (int(d) for d in images.shape[1:])
+    # A one-pixel zero border makes every out-of-range corner read a zero.
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    flat = tf.reshape(padded, [-1, c])
+    x = tf.cast(x, images.dtype)
+    y = tf.cast(y, images.dtype)
+    x0 = tf.floor(x)
+    y0 = tf.floor(y)
+    wx = x - x0
+    wy = y - y0
+
+    def idx(v, size):
+        # Clip each corner separately so a clipped corner lands on the zero border, never inside.
+        return tf.cast(tf.clip_by_value(v, -1.0, float(size)), tf.int32) + 1
+
+    xi0, xi1 = idx(x0, w), idx(x0 + 1, w)
+    yi0, yi1 = idx(y0, h), idx(y0 + 1, h)
+    base = tf.reshape(tf.range(n, dtype=tf.int32) * ((h + 2) * (w + 2)), [-1, 1, 1])
+    stride = w + 2
+    corners = tf.stack(
+        [base + yi0 * stride + xi0, base + yi0 * stride + xi1, base + yi1 * stride + xi0, base + yi1 * stride + xi1],
+        axis=-1,
+    )  # [N, Ho, Wo, 4]
+    v = tf.gather(flat, corners)  # [N, Ho, Wo, 4, C]
+    wx = wx[..., None]
+    wy = wy[..., None]
+    top = v[:, :, :, 0] * (1 - wx) + v[:, :, :, 1] * wx
+    bottom = v[:, :, :, 2] * (1 - wx) + v[:, :, :, 3] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class AugmentPipe:
+    """ADA augmentation pipeline. `pipe(images, p, seed)` -> augmented images (same shape, dtype).
+
+    AugmentPipe("bgc")                  a preset (blit geom color filter noise cutout bg bgc bgcf
+                                        bgcfn bgcfnc)
+    AugmentPipe(xflip=1, rotate90=1)    explicit probability multipliers (others 0)
+    AugmentPipe("bgc", hue=0, noise_std=0.05)   a preset with overrides
+
+    images: NHWC float in [-1, 1] with 1 or 3 channels (static H, W, C; the batch may be dynamic).
+    p: scalar augmentation probability (Python number, tensor or variable).
+    seed: int32 [2] stateless seed; a multi-replica context folds in the replica id unless
+    `fold_replica=False`.
+    """
+
+    def __init__(self, preset: str | None = None, *, pad_buckets=(0.25, 0.5), **kwargs):
+        if preset is not None and preset not in PRESETS:
+            raise UserError(f"unknown augmentation pipe '{preset}' (--augpipe): choose one of {', '.join(PRESETS)}")
+        spec = dict(PRESETS[preset]) if preset is not None else {}
+        unknown = sorted(set(kwargs) - set(OPS) - set(DEFAULT_SETTINGS))
+        if unknown:
+            raise UserError(
+                f"unknown AugmentPipe option(s) {', '.join(unknown)}: use op multipliers ({', '.join(OPS)}) "
+                f"or settings ({', '.join(DEFAULT_SETTINGS)})"
+            )
+        spec.update(kwargs)
+        self.preset = preset
+        self.multipliers = {op: float(spec.get(op, 0.0)) for op in OPS}
+        for op, m in self.multipliers.items():
+            if not (m >= 0 and math.isfinite(m)):
+                raise UserError(f"AugmentPipe option {op}={m}: probability multipliers must be finite and >= 0")
+        self.settings = {k: spec.get(k, v) for k, v in DEFAULT_SETTINGS.items()}
+        self.settings["imgfilter_bands"] = tuple(float(b) for b in self.settings["imgfilter_bands"])
+        if len(self.settings["imgfilter_bands"]) != 4:
+            raise UserError("AugmentPipe option imgfilter_bands: give exactly 4 band multipliers")
+        self.pad_buckets = tuple(float(f) for f in pad_buckets)
+        self._geom_f = filters.geom_filter()
+        self._fbank = filters.imgfilter_bank(4)
+
+    def __getattr__(self, name):
+        # Read access to multipliers and settings as attributes (pipe.xflip, pipe.scale_std).
+        d = self.__dict__
+        if name in d.get("multipliers", {}):
+            return d["multipliers"][name]
+        if name in d.get("settings", {}):
+            return d["settings"][name]
+        raise AttributeError(name)
+
+    def get_config(self) -> dict:
+        return dict(preset=self.preset, **self.multipliers, **self.settings)
+
+    def __repr__(self):
+        on = ", ".join(f"{k}={v:g}" for k, v in self.multipliers.items() if v > 0)
+        return f"AugmentPipe({on})"
+
+    # ------------------------------------------------------------------------------------------
+    # Parameter selection.
+
+    def sample_params(self, batch, p, seed, height: int, width: int, channels: int) -> dict:
+        """Draw every random parameter for a batch. Returns a dict of tensors (float32 unless noted):
+
+        gates/<op>: bool [N], whether the op is applied to each sample (rotate: pre OR post);
+        G_inv [N,3,3] (output pixel -> input pixel, centred coordinates); blit_only bool [N] and
+        general bool [N]; C [N,4,4] colour matrix, color bool [N]; filter_gains [N,4], filter bool
+        [N]; noise_sigma [N]; cutout_size [N], cutout_center [N,2].
+        """
+        n = batch
+        p = tf.cast(tf.convert_to_tensor(p), tf.float32)
+        seed = tf.convert_to_tensor(seed, dtype=tf.int32)
+        m = self.multipliers
+        s = self.settings
+        zeros_b = tf.zeros([n], tf.bool)
+
+        def sub(key):
+            return tf.random.experimental.stateless_fold_in(seed, _KEYS[key], alg=_ALG)
+
+        def uniform(key, shape):
+            return stateless_uniform(shape, sub(key))
+
+        def normal(key, shape):
+            return stateless_normal(shape, sub(key))
+
+        def gate(key, prob):
+            return uniform(key + "_gate", [n]) < prob
+
+        out: dict[str, Any] = {"gates": {}}
+        gates = out["gates"]
+
+        # Pixel blitting.
+        G = tf.eye(3, batch_shape=[n])
+        blit = zeros_b
+        odd_rot90 = zeros_b
+        if m["xflip"] > 0:
+            g = gate("xflip", m["xflip"] * p)
+            i = tf.where(g, tf.floor(uniform("xflip", [n]) * 2), 0.0)
+            G = G @ _scale2d(1 - 2 * i, 1, n)
+            gates["xflip"] = g
+            blit = blit | g
+        if m["rotate90"] > 0:
+            g = gate("rotate90", m["rotate90"] * p)
+            i = tf.where(g, tf.floor(uniform("rotate90", [n]) * 4), 0.0)
+            k = tf.cast(i, tf.int32)
+            # Exact cos/sin of multiples of 90 degrees, so that the composite stays an exact blit.
+            cos = tf.gather([1.0, 0.0, -1.0, 0.0], k)
+            sin = tf.gather([0.0, 1.0, 0.0, -1.0], k)
+            G = G @ _rotate2d(cos, sin, n)  # inverse of a rotation by -90*i degrees
+            gates["rotate90"] = g
+            blit = blit | g
+            odd_rot90 = tf.equal(k % 2, 1)
+        if m["xint"] > 0:
+            g = gate("xint", m["xint"] * p)
+            t = (uniform("xint", [n, 2]) * 2 - 1) * s["xint_max"]
+            t = tf.where(g[:, None], t, 0.0)
+            G = G @ _translate2d(-tf.round(t[:, 0] * width), -tf.round(t[:, 1] * height), n)
+            gates["xint"] = g
+            blit = blit | g
+
+        # General geometric transformations.
+        general = zeros_b
+        if m["scale"] > 0:
+            g = gate("scale", m["scale"] * p)
+            sc = tf.where(g, _exp2(normal("scale", [n]) * s["scale_std"]), 1.0)
+            G = G @ _scale2d(1 / sc, 1 / sc, n)
+            gates["scale"] = g
+            general = general | g
+        # Pre- and post-rotation each with p_rot, so that P(pre OR post) = rotate * p.
+        p_rot = 1 - tf.sqrt(tf.clip_by_value(1 - m["rotate"] * p, 0.0, 1.0))
+        rot_any = zeros_b
+        if m["rotate"] > 0:
+            g = gate("rotate_pre", p_rot)
+            theta = tf.where(g, (uniform("rotate_pre", [n]) * 2 - 1) * np.pi * s["rotate_max"], 0.0)
+            G = G @ _rotate2d(tf.cos(theta), tf.sin(theta), n)
+            rot_any = rot_any | g
+        if m["aniso"] > 0:
+            g = gate("aniso", m["aniso"] * p)
+            sc = tf.where(g, _exp2(normal("aniso", [n]) * s["aniso_std"]), 1.0)
+            G = G @ _scale2d(1 / sc, sc, n)
+            gates["aniso"] = g
+            general = general | g
+        if m["rotate"] > 0:
+            g = gate("rotate_post", p_rot)
+            theta = tf.where(g, (uniform("rotate_post", [n]) * 2 - 1) * np.pi * s["rotate_max"], 0.0)
+            G = G @ _rotate2d(tf.cos(theta), tf.sin(theta), n)
+            rot_any = rot_any | g
+            gates["rotate"] = rot_any
+            general = general | rot_any
+        if m["xfrac"] > 0:
+            g = gate("xfrac", m["xfrac"] * p)
+            t = tf.where(g[:, None], normal("xfrac", [n, 2]) * s["xfrac_std"], 0.0)
+            G = G @ _translate2d(-t[:, 0] * width, -t[:, 1] * height, n)
+            gates["xfrac"] = g
+            general = general | g
+        if height != width:
+            # A quarter turn of a non-square image does not map pixel centres onto pixel centres.
+            general = general | (blit & odd_rot90)
+        out.update(G_inv=G, blit_only=blit & ~general, general=general)
+
+        # Colour transformations (C @ [r, g, b, 1]).
+        C = tf.eye(4, batch_shape=[n])
+        color = zeros_b
+        v = np.array([1.0, 1.0, 1.0, 0.0]) / np.sqrt(3)  # luma axis
+        vv = tf.constant(np.outer(v, v), tf.float32)
+        eye4 = tf.eye(4)
+        if m["brightness"] > 0:
+            g = gate("brightness", m["brightness"] * p)
+            b = tf.where(g, normal("brightness", [n]) * s["brightness_std"], 0.0)
+            C = _translate3d(b, b, b, n) @ C
+            gates["brightness"] = g
+            color = color | g
+        if m["contrast"] > 0:
+            g = gate("contrast", m["contrast"] * p)
+            c = tf.where(g, _exp2(normal("contrast", [n]) * s["contrast_std"]), 1.0)
+            C = _scale3d(c, c, c, n) @ C
+            gates["contrast"] = g
+            color = color | g
+        if m["lumaflip"] > 0:
+            g = gate("lumaflip", m["lumaflip"] * p)
+            i = tf.where(g, tf.floor(uniform("lumaflip", [n]) * 2), 0.0)
+            C = (eye4 - 2 * vv * i[:, None, None]) @ C  # Householder reflection across the luma axis
+            gates["lumaflip"] = g
+            color = color | g
+        if m["hue"] > 0 and channels > 1:
+            g = gate("hue", m["hue"] * p)
+            theta = tf.where(g, (uniform("hue", [n]) * 2 - 1) * np.pi * s["hue_max"], 0.0)
+            C = _rotate3d(v, theta, n) @ C  # rotation around the luma axis
+            gates["hue"] = g
+            color = color | g
+        if m["saturation"] > 0 and channels > 1:
+            g = gate("saturation", m["saturation"] * p)
+            sat = tf.where(g, _exp2(normal("saturation", [n]) * s["saturation_std"]), 1.0)
+            C = (vv + (eye4 - vv) * sat[:, None, None]) @ C
+            gates["saturation"] = g
+            color = color | g
+        out.update(C=C, color=color)
+
+        # Image-space filtering: random gain per band, energy kept constant.
+        gains = tf.ones([n, 4])
+        filt = zeros_b
+        if m["imgfilter"] > 0:
+            expected = tf.constant(filters.IMGFILTER_EXPECTED_POWER, tf.float32)
+            for i, band_strength in enumerate(s["imgfilter_bands"]):
+                if band_strength <= 0:
+                    continue
+                g = gate(f"imgfilter{i}", m["imgfilter"] * p * band_strength)
+                t_i = tf.where(g, _exp2(normal(f"imgfilter{i}", [n]) * s["imgfilter_std"]), 1.0)
+                t = 1 + (t_i[:, None] - 1) * tf.one_hot(i, 4)  # ones with element i replaced
+                t = t / tf.sqrt(tf.reduce_sum(expected * tf.square(t), axis=-1, keepdims=True))
+                gains = gains * t
+                gates[f"imgfilter{i}"] = g
+                filt = filt | g
+            gates["imgfilter"] = filt
+        out.update(filter_gains=gains, filter=filt)
+
+        # Corruptions.
+        sigma = tf.zeros([n])
+        if m["noise"] > 0:
+            g = gate("noise", m["noise"] * p)
+            sigma = tf.where(g, tf.abs(normal("noise", [n])) * s["noise_std"], 0.0)
+            gates["noise"] = g
+        cut_size = tf.zeros([n])
+        cut_center = tf.zeros([n, 2])
+        if m["cutout"] > 0:
+            g = gate("cutout", m["cutout"] * p)
+            cut_size = tf.where(g, tf.cast(s["cutout_size"], tf.float32), 0.0)
+            cut_center = uniform("cutout_center", [n, 2])
+            gates["cutout"] = g
+        out.update(
+            noise_sigma=sigma,
+            noise_seed=sub("noise_pixels"),
+            noise=gates.get("noise", zeros_b),
+            cutout_size=cut_size,
+            cutout_center=cut_center,
+            cutout=gates.get("cutout", zeros_b),
+        )
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Execution.
+
+    def __call__(self, images, p, seed, *, fold_replica: bool = True):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4:
+            raise ValueError(f"AugmentPipe expects NHWC images, got shape {images.shape}")
+        h, w, c = (int(d) if d is not None else None for d in images.shape[1:])
+        if None in (h, w, c):
+            raise ValueError(f"AugmentPipe needs static height, width and channels, got {images.shape}")
+        uses_color = any(self.multipliers[k] > 0 for k in COLOR_OPS)
+        if uses_color and c not in (1, 3):
+            raise UserError(
+                f"colour augmentations need 1 (L) or 3 (RGB) channels, the images have {c}: "
+                "use an augmentation pipe without colour ops (e.g. --augpipe bg)"
+            )
+        if fold_replica:
+            seed = replica_seed(seed)
+        n = tf.shape(images)[0]
+        prm = self.sample_params(n, p, seed, h, w, c)
+
+        if any(self.multipliers[k] > 0 for k in GEOMETRIC_OPS):
+            images = self._run_geometric(images, prm)
+        if uses_color:
+            images = _masked(prm["color"], images, lambda x: self._run_color(x, prm["C"]))
+        if self.multipliers["imgfilter"] > 0:
+            images = _masked(prm["filter"], images, lambda x: self._run_imgfilter(x, prm["filter_gains"]))
+        if self.multipliers["noise"] > 0:
+            images = _masked(prm["noise"], images, lambda x: _run_noise(x, prm["noise_sigma"], prm["noise_seed"]))
+        if self.multipliers["cutout"] > 0:
+            images = _masked(prm["cutout"], images, lambda x: _run_cutout(x, prm["cutout_size"], prm["cutout_center"]))
+        return images
+
+    # Geometric ------------------------------------------------------------------------------
+
+    def _run_geometric(self, images, prm):
+        G = prm["G_inv"]
+        touched = prm["blit_only"] | prm["general"]
+        general = prm["general"]
+        h, w = int(images.shape[1]), int(images.shape[2])
+        if h == w and not any(self.multipliers[k] > 0 for k in GEOMETRIC_OPS[3:]):
+            # Only pixel blits are possible: no resampling graph at all.
+            return tf.cond(tf.reduce_any(touched), lambda: _blit(images, G), lambda: tf.identity(images))
+
+        # One flat switch (no nested conds, whose gradients-of-gradients TF handles poorly):
+        # 0 = untouched, 1 = blits only, 2 + k = resampling with padding bucket k.
+        bucket, fns = self._resample_branches(images, G)
+
+        def resample_fn(fn):
+            return lambda: tf.where(general[:, None, None, None], fn(), _blit(images, G))
+
+        branches = [lambda: tf.identity(images), lambda: _blit(images, G)] + [resample_fn(fn) for fn in fns]
+        index = tf.where(
+            tf.reduce_any(general), 2 + bucket, tf.where(tf.reduce_any(touched), 1, 0)
+        )
+        return tf.switch_case(index, branches)
+
+    def _pad_sizes(self, size: int) -> list[int]:
+        need = 2 * _HZ_PAD  # margin needed around an untransformed image
+        cands = {min(size - 1, need + math.ceil(f * size)) for f in self.pad_buckets}
+        cands.add(size - 1)
+        return sorted(max(c, 0) for c in cands)
+
+    def _resample(self, images, G):
+        """Reference resampling of the whole batch with the composite matrices G ([N,3,3])."""
+        bucket, fns = self._resample_branches(images, G)
+        return fns[0]() if len(fns) == 1 else tf.switch_case(bucket, fns)
+
+    def _resample_branches(self, images, G):
+        """(index of the smallest padding bucket that fits, [resampling fn per bucket])."""
+        h, w = int(images.shape[1]), int(images.shape[2])
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        # Margins from the transformed corners, over the whole batch (as the reference does).
+        corners = tf.constant([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy]], tf.float32)  # [xy, 4]
+        cp = G[:, :2, :2] @ corners + G[:, :2, 2:]  # [N, xy, 4]
+        cmax = tf.reduce_max(cp, axis=[0, 2])
+        cmin = tf.reduce_min(cp, axis=[0, 2])
+        slack = 2 * _HZ_PAD
+        mx0 = tf.math.ceil(tf.clip_by_value(-cmin[0] + slack - cx, 0, w - 1))
+        mx1 = tf.math.ceil(tf.clip_by_value(cmax[0] + slack - cx, 0, w - 1))
+        my0 = tf.math.ceil(tf.clip_by_value(-cmin[1] + slack - cy, 0, h - 1))
+        my1 = tf.math.ceil(tf.clip_by_value(cmax[1] + slack - cy, 0, h - 1))
+
+        # Hi-res inverse matrix: 2x upsampling with the filter's half-sample offset.
+        n = tf.shape(G)[0]
+        G_hi = _translate2d(-0.5, -0.5, n) @ _scale2d(2, 2, n) @ G @ _scale2d(0.5, 0.5, n) @ _translate2d(0.5, 0.5, n)
+
+        px_list, py_list = self._pad_sizes(w), self._pad_sizes(h)
+        nb = max(len(px_list), len(py_list))
+        px_list += [px_list[-1]] * (nb - len(px_list))
+        py_list += [py_list[-1]] * (nb - len(py_list))
+        fits = [
+            tf.logical_and(tf.maximum(mx0, mx1) <= px, tf.maximum(my0, my1) <= py)
+            for px, py in zip(px_list, py_list)
+        ]
+        # Index of the smallest bucket that fits (the last one always does).
+        branch = nb - tf.reduce_sum(tf.cast(tf.stack(fits), tf.int32))
+        margins = (mx0, mx1, my0, my1)
+        fns = [
+            (lambda px=px, py=py: self._resample_padded(images, G_hi, margins, px, py))
+            for px, py in zip(px_list, py_list)
+        ]
+        return branch, fns
+
+    def _resample_padded(self, images, G_hi, margins, px, py):
+        h, w = int(images.shape[1]), int(images.shape[2])
+        dt = images.dtype
+        mx0, mx1, my0, my1 = (tf.cast(m, dt) for m in margins)
+        f = self._geom_f
+
+        # Reflect-pad statically, then zero what lies beyond the data-dependent margins.
+        x = filters.reflect_pad(images, (py, py), (px, px))
+        ry = tf.range(h + 2 * py, dtype=dt)
+        rx = tf.range(w + 2 * px, dtype=dt)
+        mask_y = tf.cast((ry >= py - my0) & (ry < py + h + my1), dt)
+        mask_x = tf.cast((rx >= px - mx0) & (rx < px + w + mx1), dt)
+        x = x * mask_y[None, :, None, None] * mask_x[None, None, :, None]
+
+        # 2x upsampling (the reference's upsample2d: pad [6, 5], gain 2 per axis).
+        up_pad = ((len(f) + 1) // 2, (len(f) - 2) // 2)
+        x = filters.upfirdn_1d(x, f, axis=2, up=2, pad=up_pad, gain=2.0)
+        x = filters.upfirdn_1d(x, f, axis=1, up=2, pad=up_pad, gain=2.0)
+        hi_h, hi_w = 2 * (h + 2 * py), 2 * (w + 2 * px)
+        # The reference's upsampled image ends where its padding ends; outside it samples zeros.
+        ry = tf.range(hi_h, dtype=dt)
+        rx = tf.range(hi_w, dtype=dt)
+        mask_y = tf.cast((ry >= 2 * (py - my0)) & (ry < 2 * (py + h + my1)), dt)
+        mask_x = tf.cast((rx >= 2 * (px - mx0)) & (rx < 2 * (px + w + mx1)), dt)
+        x = x * mask_y[None, :, None, None] * mask_x[None, None, :, None]
+
+        # Sample the output grid (H + 2*Hz_pad, W + 2*Hz_pad at low res, 2x that at high res).
+        out_h, out_w = 2 * (h + 2 * _HZ_PAD), 2 * (w + 2 * _HZ_PAD)
+        yc = tf.range(out_h, dtype=tf.float32) - (out_h - 1) / 2
+        xc = tf.range(out_w, dtype=tf.float32) - (out_w - 1) / 2
+        Gr = G_hi[:, :2, :, None, None]  # [N, 2, 3, 1, 1]
+        xs = Gr[:, 0, 0] * xc[None, None, :] + Gr[:, 0, 1] * yc[None, :, None] + Gr[:, 0, 2] + (hi_w - 1) / 2
+        ys = Gr[:, 1, 0] * xc[None, None, :] + Gr[:, 1, 1] * yc[None, :, None] + Gr[:, 1, 2] + (hi_h - 1) / 2
+        x = bilinear_sample(x, xs, ys)
+
+        # 2x downsampling and crop back to H x W (the reference's downsample2d with padding -6).
+        down_pad = (-2 * _HZ_PAD + (len(f) - 1) // 2, -2 * _HZ_PAD + (len(f) - 2) // 2)
+        x = filters.upfirdn_1d(x, f, axis=2, down=2, pad=down_pad, flip_filter=True)
+        x = filters.upfirdn_1d(x, f, axis=1, down=2, pad=down_pad, flip_filter=True)
+        return x
+
+    # Colour -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run_color(x, C):
+        n = tf.shape(x)[0]
+        h, w, c = (int(d) for d in x.shape[1:])
+        C = tf.cast(C, x.dtype)
+        if c == 3:
+            flat = tf.reshape(x, [n, h * w, 3])
+            out = tf.matmul(flat, C[:, :3, :3], transpose_b=True) + C[:, None, :3, 3]
+            return tf.reshape(out, [n, h, w, 3])
+        # Luminance images: the average of the RGB rows acting on a grey pixel.
+        Cm = tf.reduce_mean(C[:, :3, :], axis=1)  # [N, 4]
+        scale = tf.reduce_sum(Cm[:, :3], axis=1)
+        return x * scale[:, None, None, None] + Cm[:, 3, None, None, None]
+
+    # Image-space filtering --------------------------------------------------------------------
+
+    def _run_imgfilter(self, x, gains):
+        h, w = int(x.shape[1]), int(x.shape[2])
+        bank = self._fbank  # [4, taps], symmetric rows, so correlation == convolution
+        taps = bank.shape[1]
+        pad = taps // 2
+        # Per-sample separable filter g @ bank, applied along W then H as a sum of shifted slices
+        # (fast with and without XLA; XLA's CPU depthwise convolutions are slow).
+        k = tf.cast(gains, x.dtype) @ tf.constant(bank, x.dtype)  # [N, taps]
+        k = k[:, :, None, None, None]
+        x = filters.reflect_pad(x, (pad, pad), (pad, pad))
+        x = tf.add_n([x[:, :, t : t + w] * k[:, t] for t in range(taps)])
+        return tf.add_n([x[:, t : t + h] * k[:, t] for t in range(taps)])
+
+
+def _masked(active, images, fn):
+    """Apply fn to the batch but keep samples with active=False untouched (bit for bit)."""
+
+    def run():
+        return tf.where(active[:, None, None, None], fn(images), images)
+
+    return tf.cond(tf.reduce_any(active), run, lambda: tf.identity(images))
+
+
+def _blit(images, G):
+    """Exact pixel gather for matrices that map pixel centres onto pixel centres; reflect at borders."""
+    n = tf.shape(images)[0]
+    h, w, c = (int(d) for d in images.shape[1:])
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    xc = tf.range(w, dtype=tf.float32)[None, None, :] - cx
+    yc = tf.range(h, dtype=tf.float32)[None, :, None] - cy
+    Gr = G[:, :2, :, None, None]
+    ix = tf.cast(tf.round(Gr[:, 0, 0] * xc + Gr[:, 0, 1] * yc + Gr[:, 0, 2] + cx), tf.int32)
+    iy = tf.cast(tf.round(Gr[:, 1, 0] * xc + Gr[:, 1, 1] * yc + Gr[:, 1, 2] + cy), tf.int32)
+
+    def reflect(i, size):
+        if size == 1:
+            return tf.zeros_like(i)
+        period = 2 * (size - 1)
+        i = tf.math.floormod(i, period)
+        return tf.where(i >= size, period - i, i)
+
+    ix, iy = reflect(ix, w), reflect(iy, h)
+    idx = tf.reshape(tf.range(n, dtype=tf.int32), [-1, 1, 1]) * (h * w) + iy * w + ix
+    return tf.gather(tf.reshape(images, [-1, c]), idx)
+
+
+def _run_noise(x, sigma, seed):
+    noise = stateless_normal(tf.shape(x), seed)
+    return x + tf.cast(noise * sigma[:, None, None, None], x.dtype)
+
+
+def _run_cutout(x, size, center):
+    h, w = int(x.shape[1]), int(x.shape[2])
+    cx = (tf.range(w, dtype=tf.float32) + 0.5) / w
+    cy = (tf.range(h, dtype=tf.float32) + 0.5) / h
+    mask_x = tf.abs(cx[None, None, :] - center[:, 0, None, None]) >= size[:, None, None] / 2
+    mask_y = tf.abs(cy[None, :, None] - center[:, 1, None, None]) >= size[:, None, None] / 2
+    mask = tf.cast(mask_x | mask_y, x.dtype)
+    return x * mask[..., None]
