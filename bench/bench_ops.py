@@ -7,6 +7,7 @@ forward+backward variant (what training runs). Sizes are StyleGAN2-like but scal
 --scale so that it finishes on a CPU; run it on the GPU for the real figures.
 
     python bench/bench_ops.py [--batch 4] [--scale 1] [--repeats 5] [--grad] [--only upfirdn]
+                              [--half-compute auto|float32|native]
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def cases(batch, scale):
         f"modconv nonfused up2 {shape}": (modconv(False, up=2), x),
         f"modconv fused up2    {shape}": (modconv(True, up=2), x),
         f"bias_act lrelu clamp {shape}": (lambda x: ops.bias_act(x, tf.zeros([ch]), act="lrelu", clamp=256), x),
+        # An fp16 block's hot path (NVIDIA: non-fused in fp16); see --half-compute.
+        f"modconv fp16 nonfused up2 {shape}": (lambda x: tf.cast(modconv(False, up=2)(tf.cast(x, tf.float16)),
+                                                                 tf.float32), x),
     }
 
 
@@ -85,7 +89,10 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--grad", action="store_true", help="time forward + backward")
     p.add_argument("--only", default="", help="substring filter on case names")
+    p.add_argument("--half-compute", default="auto", choices=["auto", "float32", "native"],
+                   help="sg2ada.ops.set_reduced_precision_compute for the fp16 cases")
     args = p.parse_args()
+    ops.set_reduced_precision_compute(args.half_compute)
     print(f"tensorflow {tf.__version__}, devices: {[d.name for d in tf.config.list_logical_devices()]}")
     print(f"{'case':44s} {'mode':8s} {'ms/call':>9s} {'Mvals/s':>9s}")
     for name, (fn, x) in cases(args.batch, args.scale).items():

@@ -66,17 +66,24 @@ def test_D_logits(nets, ref):
 
 
 def test_fp16_blocks_within_nvidia_spread(nets, ref):
-    # NVIDIA's own fp16 path differs from its fp32 output by `spread`; ours must be of that order.
-    # Measured: ours max 0.0168 / mean 0.0021 vs NVIDIA's max 0.0108 / mean 0.0014.
+    # NVIDIA's own fp16 path (PyTorch, CPU) differs from its fp32 output by `theirs`; with our fp16
+    # blocks on, we must be at least as close to the fp32 output, in max and in mean.
+    # Measured on CPU: image max 0.0079 / mean 0.00091 vs NVIDIA's 0.0108 / 0.00138 (before the
+    # float32-accumulation fix in sg2ada.ops.precision: 0.0170 / 0.00207).
     ws = nets.G_ema.mapping(ref["z"], ref["c"]).numpy()
     img16 = nchw(nets.G_ema.synthesis(ws, noise_mode="const").numpy())
     ours = np.abs(img16 - ref["img"])
     theirs = np.abs(ref["img_as_loaded"] - ref["img"])
-    assert 0 < ours.max() <= 2 * theirs.max(), (ours.max(), theirs.max())
-    assert ours.mean() <= 2 * theirs.mean(), (ours.mean(), theirs.mean())
+    assert 0 < ours.max() <= theirs.max(), (ours.max(), theirs.max())
+    assert ours.mean() <= theirs.mean(), (ours.mean(), theirs.mean())
+    # `logits_as_loaded` is NVIDIA's fp16 D on `img_as_loaded` (an independent re-computation
+    # reproduces it bit for bit), so its spread holds G's and D's fp16 errors: a bound our fp16 D
+    # alone, on the fp32 `img`, must stay within. Measured: max 0.00055 vs 0.00073.
     logits16 = nets.D(nhwc(ref["img"]), ref["c"]).numpy()
-    spread = np.abs(ref["logits_as_loaded"] - ref["logits"]).max()
-    assert np.abs(logits16 - ref["logits"]).max() <= 2 * spread
+    ours = np.abs(logits16 - ref["logits"])
+    theirs = np.abs(ref["logits_as_loaded"] - ref["logits"])
+    assert 0 < ours.max() <= theirs.max(), (ours.max(), theirs.max())
+    assert ours.mean() <= theirs.mean(), (ours.mean(), theirs.mean())
 
 
 def test_snapshot_round_trip_is_exact(nets, ref, tmp_path):

@@ -99,12 +99,15 @@ def test_fp16_path_close_to_nvidia_fp16(ref, meta):
     G, D = _G(ref, meta), _D(ref, meta)
     assert G.config.num_fp16_res == 4 and G.config.conv_clamp == 256
     img = nchw(G.synthesis(tf.constant(ref["ws"]), noise_mode="const"))
-    # NVIDIA's own fp16 output differs from its fp32 output by ~0.011 (max abs); ours must be as close.
+    # NVIDIA's own fp16 output differs from its fp32 output by ~0.011 (max abs); ours must be at
+    # least as close to the fp32 output (measured on CPU: 0.0079).
     fp16_vs_fp32 = np.max(np.abs(ref["img_as_loaded"] - ref["img"]))
-    assert np.max(np.abs(img - ref["img"])) <= 3 * fp16_vs_fp32
-    assert np.max(np.abs(img - ref["img_as_loaded"])) <= 3 * fp16_vs_fp32
+    assert np.max(np.abs(img - ref["img"])) <= fp16_vs_fp32
+    # `logits_as_loaded` is NVIDIA's fp16 D on `img_as_loaded`; its distance from the fp32 logits
+    # bounds NVIDIA's fp16 D error, and the legacy test bounds ours by the same figure.
+    spread = np.max(np.abs(ref["logits_as_loaded"] - ref["logits"]))
     logits = D(nhwc(ref["img_as_loaded"]), ref["c"]).numpy()
-    np.testing.assert_allclose(logits, ref["logits_as_loaded"], atol=0.02)
+    assert np.max(np.abs(logits - ref["logits_as_loaded"])) <= 2 * spread
 
 
 def test_tf1_arrays_load_unchanged(ref, meta, tf1_vars):

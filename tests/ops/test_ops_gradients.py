@@ -97,7 +97,12 @@ def test_upfirdn2d_gradients(case):
     _upfirdn2d_gradients(case)
 
 
-@pytest.mark.parametrize("case", UPFIRDN_CASES[:4], ids=range(4))
+# The slices form upsamples phase by phase (no zero insertion): a non-separable, flipped,
+# anisotropic up-only case exercises the per-phase sub-kernels and the interleave.
+SLICE_CASES = UPFIRDN_CASES[:4] + [dict(f=F_NONSEP, up=[2, 3], padding=[1, 2, 2, 0], flip_filter=True, gain=6)]
+
+
+@pytest.mark.parametrize("case", SLICE_CASES, ids=range(len(SLICE_CASES)))
 def test_upfirdn2d_gradients_slice_impl(case):
     ops.set_fir_impl("slices")
     try:

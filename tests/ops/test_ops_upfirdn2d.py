@@ -194,3 +194,31 @@ def test_auto_impl_uses_slices_under_xla_only():
     assert "DepthwiseConv2dNative" not in op_types(True)
     with pytest.raises(ValueError):
         ops.set_fir_impl("fft")
+
+
+def test_zero_insertion_with_dynamic_shapes():
+    """Unknown batch/size/channels take the fallback inserts (the static one pads the channel axis)."""
+    x = _x([2, 5, 6, 3])
+    f = ops.setup_filter(FILTERS["1331"])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None])])
+    def run(x):
+        return ops.upfirdn2d(x, f, up=[3, 2], padding=[2, 1, 1, 2], gain=6)
+
+    expected = ref.upfirdn2d(ref.to_nchw(x), f.numpy(), up=[3, 2], padding=[2, 1, 1, 2], gain=6)
+    _close(run(x), ref.to_nhwc(expected))
+
+
+def test_upsampling_converts_to_tflite_builtins():
+    """Zero insertion is 4-D only, so TFLite needs no Select TF (Flex) ops for upsampling."""
+    f = ops.setup_filter([1, 3, 3, 1])
+    fn = tf.function(lambda x: ops.upsample2d(x, f)).get_concrete_function(tf.TensorSpec([1, 8, 8, 3]))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # raises if a Flex op is needed
+    interp = tf.lite.Interpreter(model_content=conv.convert())
+    interp.allocate_tensors()
+    x = _x([1, 8, 8, 3])
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    out = interp.get_tensor(interp.get_output_details()[0]["index"])
+    _close(out, ref.to_nhwc(ref.upfirdn2d(ref.to_nchw(x), f.numpy(), up=2, padding=[2, 1, 2, 1], gain=4)))

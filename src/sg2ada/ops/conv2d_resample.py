@@ -22,12 +22,18 @@ grouped transposed convolution.
 Gradients of grouped convolutions exist on GPU and under XLA, but TF's stock CPU kernels lack them
 (oneDNN covers only float32 'VALID' cases); `modulated_conv2d`, the one caller with groups > 1,
 therefore differentiates its fused form through the equivalent non-fused form.
+
+float16/bfloat16: the weight is rounded to the activation dtype (as NVIDIA's callers do), and on
+CPU the whole resampling convolution is computed in float32 from those rounded values and rounded
+once at the end (see `sg2ada.ops.precision`: TF's CPU half transposed convolution and depthwise
+filter accumulate in half precision).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from sg2ada.ops.precision import compute_in_float32
 from sg2ada.ops.upfirdn2d import _dims, _parse_padding, get_filter_size, upfirdn2d
 
 __all__ = ["conv2d_resample"]
@@ -105,6 +111,16 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     w = tf.cast(w, x.dtype)
     if x.shape.rank != 4 or w.shape.rank != 4:
         raise ValueError(f"conv2d_resample expects x NHWC and w [kh,kw,in,out], got {x.shape} and {w.shape}")
+    if compute_in_float32(x.dtype):
+        # Half inputs, float32 arithmetic, one rounding of the result: what cuDNN and PyTorch's
+        # CPU kernels do, unlike TF's CPU half kernels (see sg2ada.ops.precision).
+        y = _conv2d_resample(tf.cast(x, tf.float32), tf.cast(w, tf.float32), f, up, down, padding, groups,
+                             flip_weight, flip_filter)
+        return tf.cast(y, x.dtype)
+    return _conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
+
+
+def _conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
     if not (isinstance(up, int) and up >= 1 and isinstance(down, int) and down >= 1):
         raise ValueError(f"up and down must be ints >= 1, got {up!r}, {down!r}")
     if not (isinstance(groups, int) and groups >= 1):

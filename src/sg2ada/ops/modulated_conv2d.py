@@ -21,7 +21,10 @@ Two equivalent executions (Sec. 2.2 and Appendix B of the paper):
 With float16/bfloat16 activations and demodulation, weight and styles are first rescaled by their
 max-norms (NVIDIA's "pre-normalize to avoid FP16 overflow"); demodulation cancels the scale.
 Weight, styles and demodulation coefficients are computed in the weight's dtype (float32) and cast
-to the activation dtype only at the convolution, as NVIDIA does.
+to the activation dtype only at the convolution, as NVIDIA does. In the non-fused form the
+demodulation multiply and the noise add are one fused multiply-add with a single rounding (NVIDIA's
+`fma`, which is `addcmul` on CPU and one CUDA op on GPU): the convolution output, the coefficients
+(cast to the activation dtype first, as NVIDIA) and the noise are combined in float32.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import numpy as np
 import tensorflow as tf
 
 from sg2ada.ops.conv2d_resample import conv2d_resample
+from sg2ada.ops.precision import REDUCED
 from sg2ada.ops.upfirdn2d import _dims
 
 __all__ = ["modulated_conv2d"]
 
-_REDUCED = (tf.float16, tf.bfloat16)
+_REDUCED = REDUCED
 
 
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
@@ -73,25 +77,33 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
     else:
         # Non-fused; also the fallback for a dynamic batch (a grouped conv needs a static group
         # count), which gives the same value.
-        y = _nonfused(x, weight, styles, demodulate, conv_kwargs)
+        return _nonfused(x, weight, styles, demodulate, conv_kwargs, noise)
     if noise is not None:
-        # NVIDIA fuses this add with the demodulation multiply (fma); XLA does the same fusion.
         y = y + tf.cast(noise, y.dtype)
     return y
 
 
-def _nonfused(x, weight, styles, demodulate, conv_kwargs):
-    """Scale activations by the styles, shared convolution, scale outputs by the dcoefs."""
+def _nonfused(x, weight, styles, demodulate, conv_kwargs, noise=None):
+    """Scale activations by the styles, shared convolution, scale outputs by the dcoefs, add noise."""
     x = x * tf.cast(styles, x.dtype)[:, tf.newaxis, tf.newaxis, :]
     x = conv2d_resample(x, tf.cast(weight, x.dtype), **conv_kwargs)
-    if demodulate:
-        # sum_{k,i} (w_kio s_i)^2 = sum_i s_i^2 sum_k w_kio^2: the same coefficients as NVIDIA's
-        # (up to summation order) without materialising the [N, kh, kw, I, O] per-sample weights,
-        # which at 512 channels would be ~9 MB per sample, kept again for the backward pass.
-        wsq = tf.reduce_sum(tf.square(weight), axis=[0, 1])  # [I, O]
-        dcoefs = tf.math.rsqrt(tf.matmul(tf.square(styles), wsq) + 1e-8)  # [N, O]
-        x = x * tf.cast(dcoefs, x.dtype)[:, tf.newaxis, tf.newaxis, :]
-    return x
+    dtype = x.dtype
+    if not demodulate:
+        return x + tf.cast(noise, dtype) if noise is not None else x
+    # sum_{k,i} (w_kio s_i)^2 = sum_i s_i^2 sum_k w_kio^2: the same coefficients as NVIDIA's
+    # (up to summation order) without materialising the [N, kh, kw, I, O] per-sample weights,
+    # which at 512 channels would be ~9 MB per sample, kept again for the backward pass.
+    wsq = tf.reduce_sum(tf.square(weight), axis=[0, 1])  # [I, O]
+    dcoefs = tf.math.rsqrt(tf.matmul(tf.square(styles), wsq) + 1e-8)  # [N, O]
+    dcoefs = tf.cast(dcoefs, dtype)[:, tf.newaxis, tf.newaxis, :]
+    if dtype not in _REDUCED:
+        return x * dcoefs + tf.cast(noise, dtype) if noise is not None else x * dcoefs
+    # Reduced precision: one multiply-add in float32, rounded once (NVIDIA's fma); rounding the
+    # product before adding the noise would add a second float16 rounding error to every pixel.
+    y = tf.cast(x, tf.float32) * tf.cast(dcoefs, tf.float32)
+    if noise is not None:
+        y = y + tf.cast(tf.cast(noise, dtype), tf.float32)
+    return tf.cast(y, dtype)
 
 
 def _fused(x, weight, styles, demodulate, conv_kwargs):
