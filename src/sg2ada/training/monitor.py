@@ -1,0 +1,273 @@
+"""Training statistics: per-tick aggregation, `stats.jsonl`, TensorBoard scalars, images and HParams.
+
+Statistics use NVIDIA's names and NVIDIA's `stats.jsonl` layout: one JSON object per tick mapping each
+name to `{"num": n, "mean": m, "std": s}` over every value reported during the tick, plus a
+`"timestamp"` (seconds since the epoch). TensorBoard gets the same names as scalars (the tick means).
+
+TensorBoard step axis: the step of every summary is `cur_nimg`, the number of real images shown so far,
+i.e. kimg * 1000 as an integer (NVIDIA uses whole kimg, which collapses ticks shorter than 1 kimg onto
+one step; cur_nimg keeps them apart and still reads as kimg with a factor of 1000).
+
+Only the chief writes (task 0 under multi-worker training); the other workers get a Monitor with
+`chief=False`, whose writing methods do nothing, so the loop does not need to ask. All summaries
+are written eagerly from Python, outside any compiled (XLA) function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+STATS_FILE = "stats.jsonl"
+
+
+class StatsCollector:
+    """Accumulates reported values per name over a tick: count, mean and standard deviation.
+
+    A value may be a Python/NumPy/TensorFlow scalar or array; arrays count each element, as NVIDIA's
+    collector counts per-sample reports. Non-finite values are kept: a NaN loss must show in the logs.
+    """
+
+    def __init__(self):
+        self._acc: dict[str, list[float]] = {}  # name -> [num, sum, sum of squares]
+
+    def report(self, name: str, value) -> None:
+        if value is None:
+            return
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+        if arr.size == 0:
+            return
+        acc = self._acc.setdefault(name, [0, 0.0, 0.0])
+        acc[0] += arr.size
+        acc[1] += float(arr.sum())
+        acc[2] += float(np.square(arr).sum())
+
+    def update(self, stats: dict) -> None:
+        for name, value in stats.items():
+            self.report(name, value)
+
+    def as_dict(self) -> dict:
+        out = {}
+        for name, (num, s, s2) in sorted(self._acc.items()):
+            mean = s / num
+            var = max(s2 / num - mean * mean, 0.0) if math.isfinite(mean) else float("nan")
+            out[name] = {"num": int(num), "mean": mean, "std": math.sqrt(var) if math.isfinite(var) else var}
+        return out
+
+    def mean(self, name: str, default=None):
+        acc = self._acc.get(name)
+        return default if acc is None else acc[1] / acc[0]
+
+    def reset(self) -> None:
+        self._acc = {}
+
+
+def cpu_mem_gb() -> float:
+    """Resident memory of this process in GiB (what NVIDIA's `cpumem` shows)."""
+    try:
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (OSError, ValueError, IndexError):
+        import resource  # peak rather than current, but the best portable answer
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def peak_gpu_mem_gb(reset: bool = True) -> float | None:
+    """Peak GPU memory since the last call, in GiB, over all GPUs; None without GPUs."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        return None
+    peak = 0
+    for dev in gpus:
+        name = dev.name.split("device:")[-1]
+        try:
+            peak = max(peak, tf.config.experimental.get_memory_info(name)["peak"])
+            if reset:
+                tf.config.experimental.reset_memory_stats(name)
+        except (ValueError, RuntimeError):
+            return None
+    return peak / 2**30
+
+
+# ---------------------------------------------------------------------------------------------
+# Image grids
+
+
+def grid_shape(resolution: int, max_images: int | None = None) -> tuple[int, int]:
+    """(columns, rows) of the snapshot grid: NVIDIA fills about a 7680x4320 canvas, 7-32 by 4-32 cells.
+
+    `max_images` caps the cell count (the CPU demo and the tests do not need 1024 samples).
+    """
+    gw = int(np.clip(7680 // resolution, 7, 32))
+    gh = int(np.clip(4320 // resolution, 4, 32))
+    if max_images is not None and gw * gh > max_images:
+        # keep roughly the 16:9 shape while shrinking
+        gh = max(1, round(math.sqrt(max_images * 9 / 16)))
+        gw = max(1, max_images // gh)
+    return gw, gh
+
+
+def to_uint8(images) -> np.ndarray:
+    """NHWC float images in [-1, 1] to uint8 [0, 255]."""
+    img = np.asarray(images, dtype=np.float32)
+    return np.rint((img + 1) * 127.5).clip(0, 255).astype(np.uint8)
+
+
+def image_grid(images, grid_size: tuple[int, int]) -> np.ndarray:
+    """Tile N = gw*gh NHWC images (float in [-1, 1] or uint8) into one `[gh*H, gw*W, C]` uint8 image."""
+    img = np.asarray(images)
+    if img.dtype != np.uint8:
+        img = to_uint8(img)
+    gw, gh = grid_size
+    n, h, w, c = img.shape
+    if n < gw * gh:  # pad with black cells rather than fail on a short dataset
+        img = np.concatenate([img, np.zeros([gw * gh - n, h, w, c], np.uint8)])
+    img = img[: gw * gh].reshape(gh, gw, h, w, c).transpose(0, 2, 1, 3, 4)
+    return img.reshape(gh * h, gw * w, c)
+
+
+def save_png(grid: np.ndarray, path: str) -> None:
+    """Write a uint8 HWC image as PNG atomically (a viewer never sees half a file)."""
+    import PIL.Image
+
+    img = grid[:, :, 0] if grid.shape[2] == 1 else grid
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    PIL.Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def save_image_grid(images, path: str, grid_size: tuple[int, int]) -> np.ndarray:
+    grid = image_grid(images, grid_size)
+    save_png(grid, path)
+    return grid
+
+
+def generate_images(G, z, c, batch_size: int = 32, noise_mode: str = "const") -> np.ndarray:
+    """Run G (normally G_ema) on fixed latents in batches; NHWC float32 NumPy in about [-1, 1]."""
+    import tensorflow as tf
+
+    out = []
+    for i in range(0, len(z), batch_size):
+        zi = tf.convert_to_tensor(z[i: i + batch_size], tf.float32)
+        ci = tf.convert_to_tensor(c[i: i + batch_size], tf.float32)
+        out.append(np.asarray(G(zi, ci, noise_mode=noise_mode), dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros([0])
+
+
+def interpolation_strip(G, z0, z1, c, steps: int = 8) -> np.ndarray:
+    """Images along a straight line between two latents in W (where StyleGAN interpolates well).
+
+    Falls back to interpolating in Z for a generator without a separate mapping network.
+    """
+    import tensorflow as tf
+
+    t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
+    c = np.repeat(np.asarray(c, np.float32)[None], steps, axis=0) if np.ndim(c) == 1 else np.asarray(c, np.float32)
+    mapping, synthesis = getattr(G, "mapping", None), getattr(G, "synthesis", None)
+    if mapping is not None and synthesis is not None:
+        zz = tf.convert_to_tensor(np.stack([z0, z1]), tf.float32)
+        ws = np.asarray(mapping(zz, tf.convert_to_tensor(c[:2], tf.float32)), np.float32)
+        w = ws[0][None] * (1 - t[:, :, None]) + ws[1][None] * t[:, :, None]
+        img = synthesis(tf.convert_to_tensor(w), noise_mode="const")
+    else:
+        z = np.asarray(z0)[None] * (1 - t) + np.asarray(z1)[None] * t
+        img = G(tf.convert_to_tensor(z, tf.float32), tf.convert_to_tensor(c, tf.float32), noise_mode="const")
+    return np.asarray(img, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+        elif v is None:
+            out[key] = "none"
+        else:
+            out[key] = json.dumps(v, default=str)
+    return out
+
+
+class Monitor:
+    """Writes `stats.jsonl` and TensorBoard summaries into the run directory (chief only)."""
+
+    def __init__(self, run_dir: str, *, chief: bool = True):
+        self.run_dir = run_dir
+        self.chief = chief
+        self._jsonl = None
+        self._writer = None
+        if not chief:
+            return
+        import tensorflow as tf
+
+        # Appending keeps one continuous history across resumes of the same run.
+        self._jsonl = open(os.path.join(run_dir, STATS_FILE), "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        self._writer = tf.summary.create_file_writer(run_dir)
+
+    def write_hparams(self, options: dict, metrics: dict | None = None) -> None:
+        """The resolved configuration in TensorBoard's HParams dashboard (flattened `a.b` keys)."""
+        if self._writer is None:
+            return
+        from tensorboard.plugins.hparams import api as hp
+
+        with self._writer.as_default():
+            hp.hparams(_flatten(options), trial_id=os.path.basename(os.path.normpath(self.run_dir)))
+        self._writer.flush()
+
+    def write_tick(self, stats: dict, cur_nimg: int, timestamp: float | None = None,
+                   metrics: dict | None = None) -> None:
+        """One tick: a `stats.jsonl` line and a scalar per statistic (tick mean), step = cur_nimg."""
+        if not self.chief:
+            return
+        import tensorflow as tf
+
+        timestamp = time.time() if timestamp is None else timestamp
+        self._jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + "\n")
+        self._jsonl.flush()
+        with self._writer.as_default(step=int(cur_nimg)):
+            for name, value in stats.items():
+                tf.summary.scalar(name, float(value["mean"]))
+            for name, value in (metrics or {}).items():
+                tf.summary.scalar(f"Metrics/{name}", float(value))
+        self._writer.flush()
+
+    def write_image(self, name: str, grid: np.ndarray, cur_nimg: int) -> None:
+        """A uint8 HWC image (a grid or a strip) as a TensorBoard image summary."""
+        if not self.chief:
+            return
+        import tensorflow as tf
+
+        with self._writer.as_default(step=int(cur_nimg)):
+            tf.summary.image(name, np.asarray(grid, np.uint8)[None], max_outputs=1)
+        self._writer.flush()
+
+    def write_text(self, name: str, text: str, cur_nimg: int) -> None:
+        if not self.chief:
+            return
+        import tensorflow as tf
+
+        with self._writer.as_default(step=int(cur_nimg)):
+            tf.summary.text(name, text)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
