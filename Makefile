@@ -7,7 +7,8 @@ VENV ?= .venv
 SG2ADA_DEVICE ?= cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(SG2ADA_DEVICE)
-PYTEST_ARGS ?=
+# The suite is CPU-bound and mostly single-threaded per test: one worker per core halves its time.
+PYTEST_ARGS ?= -n auto --maxprocesses 4
 
 .PHONY: install test demo bench lint clean
 
