@@ -31,21 +31,12 @@ import numpy as np
 
 from sg2ada.errors import UserError
 from sg2ada.legacy.restricted import restricted_load
-from sg2ada.legacy.restricted import numpy_globals
+from sg2ada.legacy.restricted import EasyDict, numpy_globals
 
 KIND = "NVIDIA PyTorch network pickle"
 PERSISTENCE_VERSION = 6  # torch_utils.persistence._version of the public releases
 NETWORK_CLASSES = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
 
-
-class EasyDict(dict):
-    """Stand-in for `dnnlib.util.EasyDict` (a dict with attribute access); pickled as a dict subclass."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 class PersistentObject:

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from sg2ada.errors import UserError
-from sg2ada.legacy.restricted import numpy_globals, restricted_load
+from sg2ada.legacy.restricted import EasyDict, numpy_globals, restricted_load
 
 KIND = "NVIDIA TF1 network pickle"
 
@@ -91,16 +91,6 @@ def _as_float_array(value, name: str, path: str) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise UserError(f"{path}: variable {name!r} holds {arr.dtype} data, not numbers; the pickle is damaged")
     return np.asarray(arr, dtype=np.float32)  # no copy for the usual float32 arrays
-
-
-class EasyDict(dict):
-    """Stand-in for `dnnlib.util.EasyDict` (a dict with attribute access); data only."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def tf1_allowed_globals() -> dict:
