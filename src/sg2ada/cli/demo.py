@@ -74,10 +74,12 @@ def before_after(run_dir: str, cell: int, out_name: str = "demo-before-after.png
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from sg2ada.cli.main import import_tensorflow_quietly
     from sg2ada.cli.main import main as cli
     from sg2ada.errors import UserError
 
     t0 = time.time()
+    import_tensorflow_quietly()  # building the dataset imports TensorFlow: without its start-up banner
     try:
         minutes = _minutes()
         data = build_dataset()
