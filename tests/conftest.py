@@ -14,6 +14,8 @@ import pathlib
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests never download (feature networks for metrics included): a missing file is reported, not fetched.
+os.environ["SG2ADA_OFFLINE"] = "1"
 
 import tensorflow as tf  # noqa: E402
 

@@ -25,6 +25,7 @@ from sg2ada.errors import UserError
 HELP = "train a StyleGAN2-ADA model (NVIDIA's train.py options); --dry-run shows the resolved options"
 
 # Options that may change when continuing a run; everything else comes from its training_options.json.
+DEFAULT_METRICS = "fid50k_full"
 CONTINUE_OVERRIDES = ("kimg", "snap", "tick", "metrics", "keep", "backup_uri", "time_limit")
 LOOP_KEYS = ("kimg_per_tick", "snap", "metrics", "keep", "backup_uri", "run_dir", "run_desc")
 
@@ -51,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--snap", type=int, metavar="TICKS", help="snapshot interval in ticks [default: 50]")
     g.add_argument("--tick", type=float, metavar="KIMG", help="kimg per tick (progress line, stats, checkpoint) "
                    "[default: 4]")
-    g.add_argument("--metrics", metavar="LIST", help="comma-separated metrics at snapshots, or none [default: none]")
+    g.add_argument("--metrics", metavar="LIST", help="comma-separated metrics at snapshots, or none [default: fid50k_full]")
     g.add_argument("--seed", type=int, metavar="INT", help="random seed [default: 0]")
     g.add_argument("-n", "--dry-run", action="store_true", help="print the resolved options and exit, writing nothing")
     g.add_argument("--time-limit", type=float, metavar="MIN", help="end the session after this many minutes, "
@@ -148,7 +149,10 @@ def _loop_options(given: dict, base: dict | None = None) -> dict:
     out = {
         "kimg_per_tick": float(given.get("tick", base.get("kimg_per_tick", 4))),
         "snap": int(given.get("snap", base.get("snap", 50))),
-        "metrics": _metrics_list(given["metrics"]) if "metrics" in given else list(base.get("metrics", [])),
+        # NVIDIA's default for a new run is fid50k_full; a continued run keeps what it was started with.
+        # Without the Inception file (offline) the metric is skipped with a warning and training goes on.
+        "metrics": (_metrics_list(given["metrics"]) if "metrics" in given
+                    else list(base.get("metrics", [])) if base else _metrics_list(DEFAULT_METRICS)),
         "keep": int(given.get("keep", base.get("keep", 5))),
         "backup_uri": given.get("backup_uri", base.get("backup_uri")),
     }
