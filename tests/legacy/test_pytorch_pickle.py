@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+from reference_testutil import load_reference_npz
 
 from sg2ada.errors import UserError
 from sg2ada.legacy import restricted
@@ -52,11 +53,7 @@ def torch():
 
 @pytest.fixture(scope="module")
 def ref(reference_dir):
-    path = reference_dir / "pytorch_small_reference.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    return load_reference_npz(reference_dir, "pytorch_small_reference.npz")
 
 
 def _persistent_class(torch, src):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_testutil import load_reference_npz
 
 from sg2ada.networks.snapshot import load_network, save_snapshot
 
@@ -13,11 +14,7 @@ from legacy_testutil import assert_close, nchw, nhwc
 
 @pytest.fixture(scope="module")
 def ref(reference_dir):
-    path = reference_dir / "tf1_small_expected.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    return load_reference_npz(reference_dir, "tf1_small_expected.npz")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from reference_testutil import load_reference_npz
 import tensorflow as tf
 
 from sg2ada.legacy.pytorch_layout import (discriminator_config_from_pytorch, discriminator_from_pytorch,
@@ -22,11 +23,7 @@ from networks_testutil import assert_close, nchw, nhwc
 
 @pytest.fixture(scope="module")
 def ref(reference_dir):
-    path = reference_dir / "tf1_small_expected.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    return load_reference_npz(reference_dir, "tf1_small_expected.npz")
 
 
 @pytest.fixture(scope="module")
