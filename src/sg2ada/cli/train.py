@@ -6,8 +6,10 @@ A new run goes to `<outdir>/<NNNNN>-<desc>/`. `--resume` takes
   * a run directory (or `latest`: the newest run in --outdir): continue that run where it stopped,
     at the same kimg with the same augmentation probability (options come from its
     training_options.json; only --kimg, --snap, --tick, --metrics, --keep, --backup-uri may change);
-  * a network snapshot directory or an NVIDIA pickle (TF1 or PyTorch): a new run initialised with
-    those weights (transfer learning; as NVIDIA, ADA reacts faster and EMA has no ramp-up).
+  * a network snapshot directory or an NVIDIA pickle (TF1 or PyTorch), a URL of one, or a named
+    source (`ffhq256`, ..., see `sg2ada.training.transfer`, downloaded once into the cache): a new run
+    initialised with those weights (transfer learning; as NVIDIA, ADA reacts faster and EMA has no
+    ramp-up).
 
 Exit status: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGINT after saving a checkpoint (resume with
 `--resume RUN_DIR`), 4 a loss became NaN/inf (the last checkpoint is intact).
@@ -85,9 +87,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--target", type=float, help="ADA target for --aug ada [default: 0.6]")
     a.add_argument("--augpipe", metavar="NAME", help="augmentation pipeline [default: bgc]")
     a.add_argument("--ada-kimg", type=float, metavar="KIMG", help="ADA adjustment speed [default: 500]")
+    a.add_argument("--p-max", type=float, metavar="P", help="upper limit on the adaptive p (ours, off by default: "
+                   "NVIDIA has none; augmentations can leak into generated images when p runs high)")
     t = p.add_argument_group("resume and transfer learning")
-    t.add_argument("--resume", metavar="PATH", help="a run directory or `latest` (continue it), or a network "
-                   "snapshot / NVIDIA pickle (transfer learning)")
+    t.add_argument("--resume", metavar="PATH", help="a run directory or `latest` (continue it); or, for transfer "
+                   "learning, a network snapshot, an NVIDIA pickle (TF1 or PyTorch), its URL, or a named source: "
+                   "ffhq256, ffhq512, ffhq1024, celebahq256, lsundog256 (downloaded once into "
+                   "CACHE/transfer-sources, CACHE being $SG2ADA_CACHE or ~/.cache/sg2ada; offline, put the file "
+                   "there or pass its local path)")
     t.add_argument("--freezed", type=int, metavar="INT", help="Freeze-D: discriminator layers to freeze [default: 0]")
     f = p.add_argument_group("performance")
     _flag(f, "--fp32", "disable mixed precision")
@@ -182,10 +189,13 @@ def _find_run_to_continue(resume: str, outdir: str | None, dry_run: bool = False
         if not is_run_dir(resume):
             raise UserError(f"--resume {resume}: training_options.json is missing, so the run cannot be continued")
         return os.path.abspath(resume)
-    # A dry run only shows options, so it does not insist that the weights exist yet.
-    if (not dry_run and "://" not in resume and (os.sep in resume or os.path.splitext(resume)[1])
-            and not os.path.exists(resume)):
-        raise UserError(f"--resume {resume}: no such run directory, network snapshot or pickle")
+    if resume == "noresume":  # NVIDIA's spelling of "no transfer learning"
+        return None
+    from sg2ada.training.transfer import check_resume_spec
+
+    # Names and URLs are checked without the network (the download comes later, and never in a dry
+    # run); a dry run only shows options, so it does not insist that local weights exist yet.
+    check_resume_spec(resume, must_exist=not dry_run)
     return None
 
 
@@ -270,11 +280,21 @@ def main(args) -> int:
         loop = _loop_options(given)
         run_dir = next_run_dir(args.outdir, _desc(given, opts, num_replicas))
 
+    transfer = given.get("resume") if (not continue_dir and given.get("resume") not in (None, "noresume")) else None
     opts_dict = dict(opts.to_dict(), **loop)
     _print_summary(opts_dict, run_dir, num_replicas)
     if args.dry_run:
+        if transfer is not None:
+            from sg2ada.training.transfer import describe_resume
+
+            print(f"Transfer from:      {describe_resume(transfer)}")  # a dry run downloads nothing
         print("Dry run; exiting.")
         return 0
+    if transfer is not None:
+        from sg2ada.training.transfer import resolve_resume_weights
+
+        # Before the run directory exists, so a failed download leaves no empty run behind.
+        transfer = resolve_resume_weights(transfer)
 
     if not continue_dir:
         print("Creating output directory...")
@@ -284,7 +304,6 @@ def main(args) -> int:
     else:
         write_options(run_dir, dict(read_options(run_dir), **loop, total_kimg=opts.total_kimg))
 
-    transfer = given.get("resume") if (not continue_dir and given.get("resume") not in (None, "noresume")) else None
     # A continued run restores the newest readable checkpoint of its own directory (if it has none
     # yet, because it was stopped before its first tick, it starts again from the beginning).
     settings = _settings(loop)

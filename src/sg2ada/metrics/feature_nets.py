@@ -27,22 +27,28 @@ Files are found in this order: an explicit path (`--feature-net`), the environme
 (`SG2ADA_INCEPTION`, `SG2ADA_VGG16`, `SG2ADA_LPIPS`), the cache directory (`$SG2ADA_CACHE` or
 `~/.cache/sg2ada`, sub-folder `feature-nets`), and finally a download from the standard URL (verified
 against a pinned SHA-256 where one is published, and always by loading it) unless
-`SG2ADA_OFFLINE=1`. When none works the UserError names the file needed and where to put it.
+`SG2ADA_OFFLINE=1`. When none works the UserError names the file needed and where to put it. The
+cache location, offline switch and atomic verified download are `sg2ada.cache`, shared with the
+transfer-learning sources.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import shutil
 import tarfile
-import tempfile
 import urllib.error
-import urllib.request
 
 import numpy as np
 
+from sg2ada.cache import (
+    DownloadRejected,
+    cache_dir,
+    check_cached_digest,
+    download_verified,
+    offline,
+    sha256_file,
+)
 from sg2ada.errors import UserError
 
 __all__ = [
@@ -102,13 +108,8 @@ _INCEPTION_POOL = "pool_3:0"
 _INCEPTION_LOGITS_MATMUL = "softmax/logits/MatMul"
 
 
-def cache_dir(*sub: str) -> str:
-    root = os.environ.get("SG2ADA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sg2ada")
-    return os.path.join(root, *sub)
-
-
 def _offline() -> bool:
-    return os.environ.get("SG2ADA_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+    return offline()
 
 
 def _missing_message(spec: FeatureNetSpec, detail: str = "") -> str:
@@ -147,48 +148,20 @@ def _from_user_paths(spec: FeatureNetSpec, paths) -> str | None:
     return None
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file
 
 
 def _download(spec: FeatureNetSpec, dst: str, timeout: float = 60) -> None:
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dst), prefix=spec.filename + ".", suffix=".part")
+    # Verified by loading it, so a truncated or wrong file never enters the cache.
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-        digest = _sha256(tmp)
-        if spec.sha256 is not None and digest != spec.sha256:
-            raise UserError(_missing_message(spec, f"the download from {spec.url} failed its SHA-256 check"))
-        try:
-            _load(spec.kind, tmp)  # a truncated or wrong file fails here, before it enters the cache
-        except UserError:
-            detail = f"the download from {spec.url} is not a valid {spec.filename}"
-            raise UserError(_missing_message(spec, detail)) from None
-        # The digest of what was verified, so a later change to the cached copy is noticed.
-        with open(dst + ".sha256", "w") as f:
-            f.write(f"{digest}  {spec.filename}\n")
-        os.replace(tmp, dst)  # atomic: a concurrent reader sees the whole file or none
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        download_verified(spec.url, dst, lambda tmp: _load(spec.kind, tmp), sha256=spec.sha256,
+                          what=spec.filename, timeout=timeout)
+    except DownloadRejected as e:
+        raise UserError(_missing_message(spec, e.detail)) from None
 
 
 def _check_cached_digest(spec: FeatureNetSpec, path: str) -> None:
-    side = path + ".sha256"
-    if not os.path.isfile(side):
-        return  # placed there by the user: trusted as given
-    with open(side) as f:
-        fields = f.read().split()
-    want = fields[0] if fields else ""
-    if want and _sha256(path) != want:
-        raise UserError(
-            f"{path} changed since it was downloaded (SHA-256 mismatch): delete it and {side} to fetch it again"
-        )
+    check_cached_digest(path)
 
 
 def resolve_feature_net_path(kind: str, paths=None, download: bool | None = None) -> str:

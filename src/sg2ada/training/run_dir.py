@@ -73,7 +73,15 @@ def run_desc(data: str, *, cfg: str = "auto", gpus: int = 1, cond: bool = False,
     if augpipe is not None:
         desc += f"-{augpipe}"
     if resume is not None:
-        desc += "-noresume" if resume == "noresume" else "-resumecustom"
+        from sg2ada.training.transfer import TRANSFER_SOURCES
+
+        # NVIDIA names a run from a published source after it (`-resumeffhq256`), any other weights `-resumecustom`.
+        if resume == "noresume":
+            desc += "-noresume"
+        elif resume in TRANSFER_SOURCES:
+            desc += f"-resume{resume}"
+        else:
+            desc += "-resumecustom"
     if freezed is not None:
         desc += f"-freezed{freezed:d}"
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", desc)
