@@ -16,7 +16,8 @@ HELP = "convert an NVIDIA StyleGAN2-ADA network pickle (TF1 or PyTorch) into an 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--source", required=True, metavar="PKL",
-                        help="NVIDIA network pickle (TF1 (G, D, Gs) or PyTorch {G, D, G_ema}); or a snapshot dir")
+                        help="NVIDIA network pickle (TF1 (G, D, Gs) or PyTorch {G, D, G_ema}; PyTorch itself is not "
+                             "needed); or a snapshot dir")
     parser.add_argument("--dest", required=True, metavar="DIR", help="snapshot directory to write")
     parser.add_argument("--force", action="store_true", help="replace DEST if it already exists")
 

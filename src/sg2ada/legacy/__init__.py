@@ -5,7 +5,8 @@ code such pickles embed.
 - `restricted`: the allow-list unpickler and content sniffing shared by both formats.
 - `tf1_pickle`: `dnnlib.tflib.network.Network` stand-in; `read_tf1_pickle(path) -> (G, D, Gs)`.
 - `tf1_import`: TF1 `static_kwargs` -> our configs, variables by name -> our networks.
-- `pytorch_pickle`: `torch_utils.persistence` stand-ins, PyTorch configs and weights (needs torch).
+- `pytorch_pickle`: `torch_utils.persistence` stand-ins, a torch-free decoder of torch's tensor
+  storages, PyTorch configs and weights (PyTorch is not needed).
 - `pytorch_layout`: PyTorch state-dict names/layouts -> our variable names (networks package owner).
 
 Most callers want `sg2ada.networks.snapshot.load_network`, which routes by content.

@@ -1,5 +1,5 @@
-"""Reading NVIDIA's PyTorch network pickles (NVlabs/stylegan2-ada-pytorch) without NVIDIA's source and
-without running the code they embed. Needs PyTorch (the optional `torch` extra) for the tensors.
+"""Reading NVIDIA's PyTorch network pickles (NVlabs/stylegan2-ada-pytorch) without PyTorch, without
+NVIDIA's source, and without running the code they embed.
 
 NVIDIA's `training/training_loop.py` writes `network-snapshot-*.pkl` with plain `pickle.dump` of a
 dict `{G, D, G_ema, augment_pipe, training_set_kwargs}`. The networks are instances of classes
@@ -10,15 +10,35 @@ as a call `_reconstruct_persistent_obj(meta)` with
 and NVIDIA's loader `exec`s `module_src` to rebuild the class. The state is a `torch.nn.Module`
 `__dict__`: `_parameters`, `_buffers` (OrderedDicts of tensors), `_modules` (child objects, again
 persistent), `_non_persistent_buffers_set`, hooks, `_init_args`, `_init_kwargs` (the constructor
-arguments, often `dnnlib.util.EasyDict`s) and plain attributes. Tensors are pickled by torch:
-`torch._utils._rebuild_tensor_v2(storage, ...)` / `_rebuild_parameter(...)`, with each storage as
-`torch.storage._load_from_bytes(<legacy torch.save bytes>)`.
+arguments, often `dnnlib.util.EasyDict`s) and plain attributes.
 
-Our restricted unpickler maps `_reconstruct_persistent_obj` to a function that returns a
-`PersistentObject` stand-in (class name + state; `module_src` is dropped unread), admits torch's
-tensor-rebuild functions, reads storages with `torch.load(weights_only=True)` (torch's own
-restricted loader), and refuses everything else. The configs come from the networks'
-`init_kwargs`, the weights from `state_dict`-style names through `sg2ada.legacy.pytorch_layout`.
+Tensors are pickled by torch (`torch/_tensor.py`, `torch/nn/parameter.py`, `torch/storage.py`) as
+    torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad,
+                                    backward_hooks[, metadata])
+    torch._utils._rebuild_parameter(<tensor>, requires_grad, backward_hooks)
+possibly wrapped in `torch._tensor._rebuild_from_type_v2(func, type, args, state)`, and each storage
+as `torch.storage._load_from_bytes(<bytes>)`, where the bytes are `torch.save(storage)` output in
+one of two formats (both decoded here, as `torch/serialization.py` does):
+- legacy (what every torch writes here, NVIDIA's torch 1.7-1.9 included): consecutive pickles of
+  the magic number 0x1950A86A20F9469CFC6C, the protocol version 1001 and a sys_info dict; then the
+  object pickle, in which each storage is the persistent id
+  `('storage', <torch.FloatStorage|HalfStorage|...>, key, location, numel, view_metadata)`
+  (`view_metadata` None or `(view_key, offset, numel)` into the root storage); then a pickle of the
+  list of storage keys; then, per key in that order, an 8-byte little-endian element count and the
+  raw little-endian elements.
+- zip (torch >= 1.6 `_use_new_zipfile_serialization`): `<prefix>/data.pkl` with persistent ids
+  `('storage', <storage type>, key, location, numel)`, the elements in `<prefix>/data/<key>`, and
+  their byte order in `<prefix>/byteorder` (little when absent).
+Storages become 1-D numpy arrays of the matching dtype (bfloat16 widened to float32) and tensors
+numpy arrays cut from them with their offset, size and stride (`as_strided`, bounds-checked, then
+copied); `state_dict` hands the importer float32. torch's pre-1.0 tar format is refused.
+
+Everything goes through our restricted unpickler, the pickles inside the storage bytes included:
+`_reconstruct_persistent_obj` becomes a function that returns a `PersistentObject` stand-in (class
+name + state; `module_src` is dropped unread), the tensor-rebuild and storage names map to the
+decoders here, the storage types to dtype records, and every other global is refused. The configs
+come from the networks' `init_kwargs`, the weights from `state_dict`-style names through
+`sg2ada.legacy.pytorch_layout`.
 """
 
 from __future__ import annotations
@@ -26,11 +46,15 @@ from __future__ import annotations
 import collections
 import io
 import os
+import pickle
+import zipfile
+import zlib
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from sg2ada.errors import UserError
-from sg2ada.legacy.restricted import restricted_load
+from sg2ada.legacy.restricted import RestrictedUnpickler, restricted_load
 from sg2ada.legacy.restricted import EasyDict, numpy_globals
 
 KIND = "NVIDIA PyTorch network pickle"
@@ -92,10 +116,6 @@ def _plain(v):
 
 
 def _to_numpy(t) -> np.ndarray:
-    import torch
-
-    if isinstance(t, torch.Tensor):
-        return t.detach().to(torch.float32).cpu().numpy().copy()
     if isinstance(t, np.ndarray):
         return t.astype(np.float32)
     raise TypeError(f"expected a tensor, found {type(t).__name__}")
@@ -118,41 +138,283 @@ def _reconstruct_persistent_obj(meta):
     return PersistentObject(class_name, state, meta.get("version"))
 
 
-def _torch_globals() -> dict:
+# ---------------------------------------------------------------------------------------------------
+# torch.save storages and tensors, decoded without torch.
+
+class StorageType:
+    """Stand-in for a `torch.<Name>Storage` class named in a pickle: the element type only."""
+
+    def __init__(self, name: str, dtype: str | None, bfloat16: bool = False):
+        self.name = name
+        self.dtype = np.dtype(dtype) if dtype is not None else None
+        self.bfloat16 = bfloat16
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+# torch/storage.py `_dtype_to_storage_type_map`, plus UntypedStorage (bytes). bfloat16 has no numpy
+# type: its storages are read as uint16 and widened to float32 when a tensor is cut from them.
+STORAGE_TYPES = {name: StorageType(name, dtype, name == "BFloat16Storage") for name, dtype in (
+    ("DoubleStorage", "<f8"), ("FloatStorage", "<f4"), ("HalfStorage", "<f2"), ("BFloat16Storage", "<u2"),
+    ("LongStorage", "<i8"), ("IntStorage", "<i4"), ("ShortStorage", "<i2"), ("CharStorage", "i1"),
+    ("ByteStorage", "u1"), ("BoolStorage", "?"), ("UntypedStorage", "u1"),
+)}
+# Storage types torch can write that no network weight uses: named, so the error can say what they
+# are rather than calling them foreign globals.
+UNSUPPORTED_STORAGE_TYPES = {name: StorageType(name, None) for name in (
+    "ComplexFloatStorage", "ComplexDoubleStorage", "QInt8Storage", "QInt32Storage", "QUInt8Storage",
+    "QUInt4x2Storage", "QUInt2x4Storage",
+)}
+
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER
+LEGACY_PROTOCOL_VERSION = 1001
+
+
+class Storage:
+    """A decoded torch storage: `numel` elements of `stype`, or a view into a root storage."""
+
+    def __init__(self, stype: StorageType, numel: int, root: Storage | None = None, offset: int = 0):
+        self.stype = stype
+        self.numel = numel
+        self.root = root
+        self.offset = offset
+        self.data: np.ndarray | None = None  # 1-D, set once the bytes are read (roots only)
+
+    def array(self) -> np.ndarray:
+        if self.root is not None:
+            return self.root.array()[self.offset:self.offset + self.numel]
+        if self.data is None:
+            raise pickle.UnpicklingError("tensor storage without data; the pickle is damaged")
+        return self.data
+
+
+def _bad(msg: str):
+    return pickle.UnpicklingError(f"tensor storage: {msg}")
+
+
+def _nonneg_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise _bad(f"{what} is {v!r}, expected a non-negative integer")
+    return v
+
+
+def _storage_type(stype) -> StorageType:
+    if not isinstance(stype, StorageType):
+        raise _bad(f"storage type is a {type(stype).__name__}")
+    if stype.dtype is None:
+        raise _bad(f"torch.{stype.name} is not supported (network weights are float, half, int or bool tensors)")
+    return stype
+
+
+def _storage_unpickler(f, persistent_load) -> RestrictedUnpickler:
+    allowed = {("torch", name): t for name, t in {**STORAGE_TYPES, **UNSUPPORTED_STORAGE_TYPES}.items()}
+    return RestrictedUnpickler(f, allowed, persistent_load)
+
+
+def _plain_pickle(f):
+    # The header pickles and the key list hold plain data: no global at all is allowed.
+    return RestrictedUnpickler(f, {}).load()
+
+
+def _load_legacy(b: bytes) -> Storage:
+    f = io.BytesIO(b)
+    if _plain_pickle(f) != LEGACY_MAGIC_NUMBER:
+        raise _bad("not torch.save data (wrong magic number)")
+    version = _plain_pickle(f)
+    if version != LEGACY_PROTOCOL_VERSION:
+        raise _bad(f"torch.save protocol version {version!r}, expected {LEGACY_PROTOCOL_VERSION}")
+    if not isinstance(_plain_pickle(f), dict):
+        raise _bad("torch.save sys_info is not a dict")
+
+    roots: dict = {}
+    views: dict = {}
+
+    def persistent_load(pid):
+        if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
+            raise _bad(f"unexpected persistent id {str(pid)[:80]}")
+        stype, key, _location, numel = _storage_type(pid[1]), pid[2], pid[3], _nonneg_int(pid[4], "numel")
+        view = pid[5] if len(pid) == 6 else None
+        if not isinstance(key, (str, int)):
+            raise _bad(f"storage key is a {type(key).__name__}")
+        root = roots.get(key)
+        if root is None:
+            root = roots[key] = Storage(stype, numel)
+        elif root.stype is not stype or root.numel != numel:
+            raise _bad(f"storage {key!r} is described twice, differently")
+        if view is None:
+            return root
+        if not isinstance(view, tuple) or len(view) != 3:
+            raise _bad("malformed storage view")
+        view_key, offset, size = view[0], _nonneg_int(view[1], "view offset"), _nonneg_int(view[2], "view size")
+        if not isinstance(view_key, (str, int)):
+            raise _bad(f"storage view key is a {type(view_key).__name__}")
+        if offset + size > numel:
+            raise _bad("storage view extends past its storage")
+        if view_key not in views:
+            views[view_key] = Storage(stype, size, root, offset)
+        return views[view_key]
+
+    obj = _storage_unpickler(f, persistent_load).load()
+    keys = _plain_pickle(f)
+    if not isinstance(keys, list):
+        raise _bad("torch.save storage key list is not a list")
+    pos = f.tell()
+    for key in keys:
+        st = roots.get(key) if isinstance(key, (str, int)) else None
+        if st is None or st.data is not None:
+            raise _bad(f"unexpected storage key {str(key)[:40]!r}")
+        if pos + 8 > len(b):
+            raise _bad("data truncated")
+        count = int.from_bytes(b[pos:pos + 8], "little", signed=True)
+        pos += 8
+        if count != st.numel:
+            raise _bad(f"storage {key!r} holds {count} elements, expected {st.numel}")
+        nbytes = count * st.stype.dtype.itemsize
+        if pos + nbytes > len(b):
+            raise _bad("data truncated")
+        st.data = np.frombuffer(b, st.stype.dtype, count, offset=pos)
+        pos += nbytes
+    if not isinstance(obj, Storage):
+        raise _bad(f"torch.save data holds a {type(obj).__name__}, expected a storage")
+    return obj
+
+
+def _load_zip(b: bytes) -> Storage:
     try:
-        import torch
-        import torch._utils
-    except ImportError:
-        raise UserError("reading NVIDIA PyTorch pickles needs PyTorch: pip install 'sg2ada[torch]' "
-                        "(or convert the file where torch is installed)") from None
+        with zipfile.ZipFile(io.BytesIO(b)) as zf:
+            pkls = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pkls) != 1:
+                raise _bad("torch.save zip data without exactly one <archive>/data.pkl")
+            prefix = pkls[0][:-len("data.pkl")]
+            order = "<"
+            if prefix + "byteorder" in zf.namelist():
+                name = zf.read(prefix + "byteorder")
+                if name not in (b"little", b"big"):
+                    raise _bad(f"unknown byte order {name[:20]!r}")
+                order = "<" if name == b"little" else ">"
+            storages: dict = {}
 
-    def load_from_bytes(b):
-        if not isinstance(b, (bytes, bytearray)):
-            raise TypeError("tensor storage is not bytes")
-        # torch's own restricted unpickler: storages and tensors only, never arbitrary globals.
-        return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
+            def persistent_load(pid):
+                if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] not in ("storage", b"storage"):
+                    raise _bad(f"unexpected persistent id {str(pid)[:80]}")
+                stype, key, numel = _storage_type(pid[1]), pid[2], _nonneg_int(pid[4], "numel")
+                if not isinstance(key, str) or "/" in key or key in ("", ".", ".."):
+                    raise _bad(f"storage key {str(key)[:40]!r}")
+                if key in storages:
+                    st = storages[key]
+                    if st.stype is not stype or st.numel != numel:
+                        raise _bad(f"storage {key!r} is described twice, differently")
+                    return st
+                dtype = stype.dtype.newbyteorder(order)
+                info = zf.getinfo(f"{prefix}data/{key}")
+                if info.file_size != numel * dtype.itemsize:
+                    raise _bad(f"storage {key!r} holds {info.file_size} bytes, expected {numel * dtype.itemsize}")
+                st = storages[key] = Storage(stype, numel)
+                st.data = np.frombuffer(zf.read(info), dtype, numel)
+                return st
 
-    rebuild_funcs = {}
-    for name in ("_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter", "_rebuild_parameter_with_state",
-                 "_rebuild_tensor"):
-        fn = getattr(torch._utils, name, None)
-        if fn is not None:
-            rebuild_funcs[name] = fn
-    allowed_funcs = set(rebuild_funcs.values())
+            obj = _storage_unpickler(io.BytesIO(zf.read(pkls[0])), persistent_load).load()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, KeyError, OSError) as e:
+        raise _bad(f"damaged torch.save zip data ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, Storage):
+        raise _bad(f"torch.save data holds a {type(obj).__name__}, expected a storage")
+    return obj
 
-    def rebuild_from_type_v2(func, new_type, args, state):
-        # torch wraps tensors with Python state this way; only plain tensors/parameters are allowed.
-        if func not in allowed_funcs or new_type not in (torch.Tensor, torch.nn.Parameter):
-            raise TypeError("unsupported tensor subclass in a network pickle")
-        ret = func(*args)
-        return ret
 
+def load_storage_from_bytes(b) -> Storage:
+    """Our `torch.storage._load_from_bytes`: the `torch.save` bytes of one storage -> `Storage`."""
+    if not isinstance(b, (bytes, bytearray)):
+        raise _bad(f"storage data is a {type(b).__name__}, expected bytes")
+    b = bytes(b)
+    if b[:4] == b"PK\x03\x04":
+        return _load_zip(b)
+    if b[257:262] == b"ustar":
+        raise _bad("torch's pre-1.0 tar serialization is not supported; re-save the network with torch >= 1.0")
+    return _load_legacy(b)
+
+
+def rebuild_tensor(storage, storage_offset, size, stride, metadata=None) -> np.ndarray:
+    """A tensor as a numpy array cut from its storage (a copy, native byte order)."""
+    if not isinstance(storage, Storage):
+        raise _bad(f"tensor built from a {type(storage).__name__}, expected a storage")
+    offset = _nonneg_int(storage_offset, "tensor offset")
+    if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride):
+        raise _bad("tensor size and stride are not tuples of the same length")
+    size = tuple(_nonneg_int(s, "tensor size") for s in size)
+    stride = tuple(_nonneg_int(s, "tensor stride") for s in stride)
+    data = storage.array()
+    dtype = data.dtype
+    if 0 in size:
+        out = np.empty(size, dtype.newbyteorder("="))
+    else:
+        # as_strided does no bounds check: a hostile size or stride must not read outside the storage.
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= data.shape[0]:
+            raise _bad(f"tensor of size {size} and stride {stride} at offset {offset} extends past its "
+                       f"storage of {data.shape[0]} elements")
+        view = as_strided(data[offset:], shape=size, strides=tuple(s * dtype.itemsize for s in stride),
+                          writeable=False)
+        out = view.astype(dtype.newbyteorder("="), copy=True)
+    if storage.stype.bfloat16:
+        out = (out.astype(np.uint32) << 16).view(np.float32)
+    if metadata:
+        if not isinstance(metadata, dict):
+            raise _bad("tensor metadata is not a dict")
+        # torch's lazy negation bit (torch._C._get_tensor_metadata); conj is a no-op on real data.
+        if metadata.get("neg"):
+            out = np.negative(out)
+    return out
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None):
+    return rebuild_tensor(storage, storage_offset, size, stride, metadata)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    if not isinstance(data, np.ndarray):
+        raise _bad(f"parameter data is a {type(data).__name__}, expected a tensor")
+    return data
+
+
+class TorchTensorType:
+    """Stand-in for `torch.Tensor` as named in `_rebuild_from_type_v2`."""
+
+
+class TorchParameterType:
+    """Stand-in for `torch.nn.Parameter` as named in `_rebuild_from_type_v2`."""
+
+
+REBUILD_FUNCS = {
+    "_rebuild_tensor": _rebuild_tensor,
+    "_rebuild_tensor_v2": _rebuild_tensor_v2,
+    "_rebuild_parameter": _rebuild_parameter,
+    "_rebuild_parameter_with_state": _rebuild_parameter,
+}
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # torch wraps tensors that carry Python attributes this way; the attributes are dropped and only
+    # plain tensors and parameters are accepted.
+    if func not in REBUILD_FUNCS.values() or new_type not in (TorchTensorType, TorchParameterType):
+        raise _bad("unsupported tensor subclass")
+    if not isinstance(args, tuple):
+        raise _bad("tensor arguments are not a tuple")
+    return func(*args)
+
+
+def _allowed_globals() -> dict:
     allowed = dict(numpy_globals())
-    allowed.update({("torch._utils", k): v for k, v in rebuild_funcs.items()})
-    allowed[("torch._tensor", "_rebuild_from_type_v2")] = rebuild_from_type_v2
-    allowed[("torch.storage", "_load_from_bytes")] = load_from_bytes
-    allowed[("torch", "Tensor")] = torch.Tensor
-    allowed[("torch.nn.parameter", "Parameter")] = torch.nn.Parameter
+    allowed.update({("torch._utils", k): v for k, v in REBUILD_FUNCS.items()})
+    allowed[("torch._tensor", "_rebuild_from_type_v2")] = _rebuild_from_type_v2
+    allowed[("torch.storage", "_load_from_bytes")] = load_storage_from_bytes
+    allowed[("torch", "Tensor")] = TorchTensorType
+    allowed[("torch.nn.parameter", "Parameter")] = TorchParameterType
     allowed[("collections", "OrderedDict")] = collections.OrderedDict
     allowed[("builtins", "set")] = set
     allowed[("builtins", "frozenset")] = frozenset
@@ -165,7 +427,7 @@ def _torch_globals() -> dict:
 def read_pytorch_pickle(path) -> dict:
     """Unpickle an NVIDIA PyTorch network pickle into a dict of stand-ins, safely."""
     path = os.fspath(path)
-    data = restricted_load(path, _torch_globals(), KIND)
+    data = restricted_load(path, _allowed_globals(), KIND)
     if not isinstance(data, dict):
         raise UserError(f"{path}: is a pickle but not an {KIND} (it holds a {type(data).__name__}, expected a dict "
                         "with G, D, G_ema); check that this is the right file")
@@ -262,4 +524,5 @@ def _jsonable(v):
     return repr(v)
 
 
-__all__ = ["PersistentObject", "EasyDict", "read_pytorch_pickle", "import_pytorch_pickle", "KIND"]
+__all__ = ["PersistentObject", "EasyDict", "read_pytorch_pickle", "import_pytorch_pickle", "load_storage_from_bytes",
+           "rebuild_tensor", "KIND"]

@@ -6,9 +6,9 @@ place: its TF1 pickles (NVlabs/stylegan2-ada, `dnnlib/tflib/network.py` `Network
 carry their own network-building source in `build_module_src`, and its PyTorch pickles
 (NVlabs/stylegan2-ada-pytorch, `torch_utils/persistence.py`) carry whole modules in `module_src`
 and `exec` them on load. We never execute either. The unpickler here resolves only an explicit
-allow-list of `(module, name)` globals, each mapped to an object we chose (a numpy constructor, a
-torch tensor-rebuild function, or a stand-in class that only records state); any other global is
-refused before it is imported.
+allow-list of `(module, name)` globals, each mapped to an object we chose (a numpy constructor, our
+torch-free decoder of torch's tensors and storages, or a stand-in class that only records state); any
+other global is refused before it is imported.
 
 `sniff_format` looks at a file without unpickling it (`pickletools.genops` only parses opcodes), so
 `load_network` can route a file by its content rather than its extension.
