@@ -229,14 +229,51 @@ def test_bilinear_sample_matches_reference():
     np.testing.assert_allclose(got, ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("up,down,pad,flip", [(2, 1, (6, 5), False), (1, 2, (-1, -1), True), (1, 1, (3, 2), False)])
-def test_upfirdn_1d_matches_numpy(up, down, pad, flip):
+UPFIRDN_CASES = [(2, 1, (6, 5), False), (1, 2, (-1, -1), True), (1, 1, (3, 2), False), (1, 2, (-6, -6), True),
+                 (2, 1, (0, -3), False)]
+
+
+@pytest.mark.parametrize("impl", ["conv", "slices"])
+@pytest.mark.parametrize("axis", [1, 2])
+@pytest.mark.parametrize("up,down,pad,flip", UPFIRDN_CASES)
+def test_upfirdn_1d_matches_numpy(up, down, pad, flip, axis, impl, monkeypatch):
+    # Both implementations (depthwise convolution in plain graphs, slices inside XLA on CPU).
+    monkeypatch.setattr(filters, "_use_slices", lambda: impl == "slices")
     rng = np.random.default_rng(5)
-    x = rng.normal(size=[2, 9, 30, 3])
+    x = rng.normal(size=[2, 29, 30, 3])
     f = filters.geom_filter()
-    got = filters.upfirdn_1d(tf.constant(x), f, axis=2, up=up, down=down, pad=pad, flip_filter=flip).numpy()
-    ref = upfirdn_last_axis(np.moveaxis(x, 2, -1), f, up=up, down=down, pad=pad, flip_filter=flip)
-    np.testing.assert_allclose(got, np.moveaxis(ref, -1, 2), atol=1e-12)
+    got = filters.upfirdn_1d(tf.constant(x), f, axis=axis, up=up, down=down, pad=pad, flip_filter=flip).numpy()
+    ref = upfirdn_last_axis(np.moveaxis(x, axis, -1), f, up=up, down=down, pad=pad, flip_filter=flip)
+    np.testing.assert_allclose(got, np.moveaxis(ref, -1, axis), atol=1e-12)
+
+
+@pytest.mark.parametrize("up,down,pad,flip", UPFIRDN_CASES[:2])
+def test_upfirdn_1d_implementations_agree_to_second_order(up, down, pad, flip, monkeypatch):
+    """The convolution and slice forms give the same first and second derivatives (R1 needs both)."""
+    rng = np.random.default_rng(8)
+    x0 = tf.constant(rng.normal(size=[2, 16, 18, 3]))
+    f = filters.geom_filter()
+    out = {}
+    for impl in ("conv", "slices"):
+        monkeypatch.setattr(filters, "_use_slices", lambda impl=impl: impl == "slices")
+        x = tf.Variable(x0)
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                y = filters.upfirdn_1d(x, f, axis=2, up=up, down=down, pad=pad, flip_filter=flip)
+                y = filters.upfirdn_1d(y, f, axis=1, up=up, down=down, pad=pad, flip_filter=flip)
+                loss = tf.reduce_sum(tf.sin(y))
+            g = inner.gradient(loss, x)
+            gg = tf.reduce_sum(g * g)
+        out[impl] = (y.numpy(), g.numpy(), outer.gradient(gg, x).numpy())
+    for a, b in zip(out["conv"], out["slices"]):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_upfirdn_1d_uses_slices_only_inside_xla_on_cpu():
+    seen = []
+    tf.function(lambda: seen.append(filters._use_slices()) or tf.constant(0.0))()
+    tf.function(lambda: seen.append(filters._use_slices()) or tf.constant(0.0), jit_compile=True)()
+    assert seen == [False, not tf.config.list_logical_devices("GPU")]
 
 
 def test_upfirdn_agrees_with_project_ops_if_present():

@@ -223,20 +223,22 @@ def bilinear_sample(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     """Sample NHWC `images` at pixel-index coordinates x, y ([N, Ho, Wo]); zeros outside.
 
     Pixel centres are at integer coordinates (this is grid_sample with align_corners=False once the
-    normalised coordinates are converted). Built from gathers so that the result has gradients of
+    normalised coordinates are converted). Built from a gather, so that the result has gradients of
     any order w.r.t. `images` (the coordinates are treated as constants).
+
+    The gradient is our own: TF's gather gradient sums [rows, C] slices with an unsorted segment sum
+    that is slow for C = 3 on CPU; summing channel-flattened scalars is 2x faster and made the pipe's
+    backward pass 1.5x faster (session 2). The gradient is itself made of differentiable ops (its own
+    gradient is a gather), so R1's second-order gradient through the pipe still exists.
     """
     n = tf.shape(images)[0]
     h, w, c = (int(d) for d in images.shape[1:])
-    # A one-pixel zero border makes every out-of-range corner read a zero.
-    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    flat = tf.reshape(padded, [-1, c])
     x = tf.cast(x, images.dtype)
     y = tf.cast(y, images.dtype)
     x0 = tf.floor(x)
     y0 = tf.floor(y)
-    wx = x - x0
-    wy = y - y0
+    wx = (x - x0)[..., None]
+    wy = (y - y0)[..., None]
 
     def idx(v, size):
         # Clip each corner separately so a clipped corner lands on the zero border, never inside.
@@ -250,12 +252,32 @@ def bilinear_sample(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         [base + yi0 * stride + xi0, base + yi0 * stride + xi1, base + yi1 * stride + xi0, base + yi1 * stride + xi1],
         axis=-1,
     )  # [N, Ho, Wo, 4]
-    v = tf.gather(flat, corners)  # [N, Ho, Wo, 4, C]
-    wx = wx[..., None]
-    wy = wy[..., None]
-    top = v[:, :, :, 0] * (1 - wx) + v[:, :, :, 1] * wx
-    bottom = v[:, :, :, 2] * (1 - wx) + v[:, :, :, 3] * wx
-    return top * (1 - wy) + bottom * wy
+    weights = tf.stack([(1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy], axis=-2)  # [N, Ho, Wo, 4, 1]
+    padded_size = n * ((h + 2) * (w + 2) * c)
+
+    def forward(img):
+        # A one-pixel zero border makes every out-of-range corner read a zero.
+        padded = tf.pad(img, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        v = tf.gather(tf.reshape(padded, [-1, c]), corners)  # [N, Ho, Wo, 4, C]
+        return tf.reduce_sum(v * weights, axis=-2)
+
+    if filters.in_xla_context():
+        # XLA needs the segment count at compile time, and the batch may be dynamic: TF's own gradient.
+        return forward(images)
+
+    @tf.custom_gradient
+    def sample(img):
+        out = forward(img)
+
+        def grad(dy):
+            slots = corners[..., None] * c + tf.range(c, dtype=corners.dtype)  # scalar slot of each value
+            g = tf.math.unsorted_segment_sum(tf.reshape(dy[..., None, :] * weights, [-1]), tf.reshape(slots, [-1]),
+                                             padded_size)
+            return tf.reshape(g, [n, h + 2, w + 2, c])[:, 1:-1, 1:-1]
+
+        return out, grad
+
+    return sample(images)
 
 
 # ----------------------------------------------------------------------------------------------
