@@ -107,12 +107,6 @@ def assert_close(a, b, rel=1e-5, abs_=1e-4, what=""):
     assert err.max() <= abs_ and rel_err <= rel, f"{what}: max abs {err.max():.3g}, rel {rel_err:.3g}"
 
 
-def nchw(x):
-    return np.transpose(np.asarray(x), (0, 3, 1, 2))
-
-
-def nhwc(x):
-    return np.transpose(np.asarray(x), (0, 2, 3, 1))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ import sys
 
 import numpy as np
 import pytest
-from reference_testutil import load_reference_npz
+from reference_testutil import load_reference_npz, nchw, nhwc
 
 from sg2ada.errors import UserError
 from sg2ada.legacy import restricted
 
 from legacy_testutil import (FakeParameter, FakeTensor, assert_close, fake_dumps, fake_modules, marker_src,
-                             module_state, nchw, nhwc)
+                             module_state)
 
 BUFFERS = ("w_avg", "noise_const", "resample_filter")
 G_CLASSES = {"mapping": "MappingNetwork", "synthesis": "SynthesisNetwork", "affine": "FullyConnectedLayer",

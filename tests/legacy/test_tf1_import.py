@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference_testutil import load_reference_npz
+from reference_testutil import load_reference_npz, nchw, nhwc
 
 from sg2ada.networks.snapshot import load_network, save_snapshot
 
-from legacy_testutil import assert_close, nchw, nhwc
+from legacy_testutil import assert_close
 
 
 @pytest.fixture(scope="module")

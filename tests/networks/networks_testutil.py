@@ -1,4 +1,5 @@
-"""Helpers shared by the network tests: the acceptance comparison and NCHW/NHWC transposes."""
+"""Helpers shared by the network tests: the acceptance comparison (NCHW/NHWC transposes come from
+tests/reference_testutil.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,3 @@ def assert_close(ours, ref, what):
     assert rel <= REL_TOL and mx <= ABS_TOL, f"{what}: relative error {rel:.3g}, max abs error {mx:.3g}"
 
 
-def nhwc(x):
-    return np.ascontiguousarray(np.transpose(np.asarray(x), (0, 2, 3, 1)))
-
-
-def nchw(x):
-    return np.transpose(np.asarray(x), (0, 3, 1, 2))

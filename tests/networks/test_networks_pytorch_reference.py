@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from reference_testutil import load_reference_npz
+from reference_testutil import load_reference_npz, nchw, nhwc
 import tensorflow as tf
 
 from sg2ada.legacy.pytorch_layout import (discriminator_config_from_pytorch, discriminator_from_pytorch,
@@ -18,7 +17,7 @@ from sg2ada.legacy.pytorch_layout import (discriminator_config_from_pytorch, dis
 from sg2ada.networks.discriminator import Discriminator
 from sg2ada.networks.generator import Generator
 
-from networks_testutil import assert_close, nchw, nhwc
+from networks_testutil import assert_close
 
 @pytest.fixture(scope="module")
 def ref(reference_dir):
