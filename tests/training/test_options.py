@@ -105,3 +105,27 @@ def test_freeze_d_counts_layers_like_nvidia(arch, expected):
     assert frozen_d_layers(cfg, 0) == []
     # The epilogue (4x4) is never frozen, however large freezed is.
     assert not any(n.startswith("4x4") for n in frozen_d_layers(cfg, 100))
+
+
+def test_p_max_is_checked_and_reaches_the_controller():
+    assert resolve_options(**GEOM).ada_p_max is None  # off by default, as NVIDIA
+    o = resolve_options(**GEOM, p_max=0.4)
+    assert o.ada_p_max == 0.4
+    assert TrainingOptions.from_json(o.to_json()).ada_p_max == 0.4  # survives training_options.json
+    for bad, msg in ((dict(p_max=0), "above 0"), (dict(p_max=1.5), "between"),
+                     (dict(p_max=0.5, aug="noaug"), "--aug=ada"), (dict(p_max=0.5, aug="fixed", p=0.3), "--aug=ada"),
+                     (dict(p_max=0.2, p=0.3, resume="latest"), "exceeds")):
+        with pytest.raises(UserError, match=msg):
+            resolve_options(**GEOM, **bad)
+
+    from sg2ada.training.trainer import Trainer
+
+    tiny = resolve_options(resolution=16, img_channels=3, label_dim=0, cfg="tiny", batch=4, p_max=0.01,
+                           ada_kimg=0.001)
+    t = Trainer(tiny)
+    assert t.ada.p_max == 0.01
+    # r_t = 1 > target: an unbounded step would add 4 * 4 / 1 = 16 to p.
+    t.ada.add_signs([4.0, 4.0])
+    for _ in range(4):  # the adjustment is due every ada_interval = 4 iterations
+        t.ada.update(4)
+    assert float(t.augment_p.numpy()) == pytest.approx(0.01)

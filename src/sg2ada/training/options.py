@@ -66,6 +66,7 @@ class TrainingOptions:
     ada_target: float | None = 0.6
     ada_interval: int = 4
     ada_kimg: float = 500
+    ada_p_max: float | None = None  # optional ceiling on p (ours; NVIDIA has none): None = no limit
     # Transfer learning.
     resume: str | None = None
     freezed: int = 0
@@ -162,6 +163,7 @@ def resolve_options(
     target: float | None = None,
     augpipe: str | None = None,
     ada_kimg: float | None = None,
+    p_max: float | None = None,
     mirror: bool = False,
     cond: bool = False,
     subset: int | None = None,
@@ -319,6 +321,14 @@ def resolve_options(
         resume = None
     if ada_kimg is not None:
         ada_kimg_value = _check_float("ada-kimg", ada_kimg, lo=1e-9)
+    if p_max is not None:
+        if aug != "ada":
+            raise UserError("--p-max can only be specified with --aug=ada (it caps the adaptive p)")
+        p_max = _check_float("p-max", p_max, 0, 1)
+        if p_max == 0:
+            raise UserError("--p-max must be above 0 (use --aug=noaug to turn augmentation off)")
+        if augment_p > p_max:
+            raise UserError(f"--p={augment_p:g} exceeds --p-max={p_max:g}: lower --p or raise --p-max")
     freezed = 0 if freezed is None else _check_int("freezed", freezed, 0)
     if freezed and "freeze_layers" in {f.name for f in dataclasses.fields(DiscriminatorConfig)}:
         # The network makes those weights non-trainable; the Trainer also leaves them out of D's
@@ -336,7 +346,8 @@ def resolve_options(
         batch_gpu=batch_gpu, num_replicas=num_replicas, G=G_cfg, D=D_cfg, glr=glr, dlr=dlr,
         r1_gamma=r1_gamma, pl_weight=preset.pl_weight, style_mixing_prob=preset.style_mixing_prob,
         ema_kimg=ema_kimg, ema_rampup=ema_rampup, aug=aug, augpipe=augpipe, augment_p=augment_p,
-        ada_target=ada_target, ada_kimg=ada_kimg_value, resume=resume, freezed=freezed, seed=seed,
+        ada_target=ada_target, ada_kimg=ada_kimg_value, ada_p_max=p_max, resume=resume, freezed=freezed,
+        seed=seed,
         precision=precision, xla=xla, strategy=strategy,
     )
 

@@ -130,7 +130,8 @@ class Trainer:
             # p, the sign accumulators and the update counter (ADA paper Sec. 3).
             self.ada = AdaController(mode=opts.aug, p=opts.augment_p if opts.aug == "fixed" else None,
                                      target=opts.ada_target if opts.ada_target is not None else 0.6,
-                                     interval=opts.ada_interval, kimg=opts.ada_kimg, batch_size=opts.batch_size)
+                                     interval=opts.ada_interval, kimg=opts.ada_kimg, batch_size=opts.batch_size,
+                                     p_max=opts.ada_p_max)
             if opts.aug == "ada" and opts.augment_p:
                 self.ada.p.assign(float(opts.augment_p))  # --p with --resume=latest: starting value
         self.augment_p = self.ada.p
@@ -397,9 +398,12 @@ class Trainer:
             grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
             return grads, stats, extras
 
-        # XLA cannot compile R1's second-order gradient through the augment pipe's data-dependent
-        # branches (tf2xla: non-constant Transpose permutation in the pipe's switch_case gradient),
-        # so that phase alone runs as a plain graph; it is due every 16 iterations.
+        # R1's second-order gradient through the augment pipe's data-dependent branches does not
+        # compile usefully with XLA: first a tf2xla error (non-constant Transpose permutation in the
+        # switch_case gradient); after the pipe's fixes, a first `tiny` step with XLA in all four
+        # phases had not finished compiling after 9 minutes on this 2-core CPU (session 2), against
+        # tens of seconds with this exception. So that phase alone runs as a plain graph; it is due
+        # every 16 iterations, and the other three phases keep XLA.
         jit = self.xla and not (do_r1 and self.augment_pipe is not None)
         self._grad_fns[key] = tf.function(fn, jit_compile=jit)
         return self._grad_fns[key]
