@@ -6,9 +6,16 @@ Measures
      and tf.function(jit_compile=True) (XLA);
   2. the overhead the pipe adds to one training-like iteration: G forward, D on augmented fakes and
      augmented reals, G and D gradients (non-saturating loss), timed with and without the pipe at a
-     small network config (sg2ada.networks), in tf.function.
+     small network config (sg2ada.networks), in tf.function;
+  3. (--trainer CONFIG ...) the overhead on the REAL training iteration: two sg2ada Trainers on the
+     same config, --aug noaug and --aug fixed --p 0.5 (bgc), timed over whole lazy-regularisation
+     cycles (16 iterations: Gmain, Greg every 4, Dmain, Dreg every 16) in alternation, so that load
+     from other processes hits both alike; the median cycle of each is compared. Configs as in
+     bench_training.py: tiny (ours, 16px), small32 (overhead-bound), auto32 (NVIDIA's auto at 32px,
+     512 channels), paper256 (NVIDIA's paper256 at 256px, batch 8).
 
 Usage: .venv/bin/python bench/bench_augment.py [--res 32 256] [--iters 10] [--skip-train] [--json FILE]
+       .venv/bin/python bench/bench_augment.py --skip-pipe --skip-train --trainer small32 --cycles 3
 The numbers depend heavily on the machine (and on other processes sharing the CPU).
 """
 
@@ -115,6 +122,40 @@ def bench_train_overhead(res, batch, iters, jit, preset="bgc", p=0.5):
     return out
 
 
+def bench_trainer_overhead(config, cycles, cycle_iters, mode, batch):
+    """Median seconds per iteration of the real Trainer without and with the pipe (p = 0.5, bgc)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_training import _opts
+
+    from sg2ada.training.trainer import Trainer
+
+    trainers, iters = {}, {}
+    for name, aug in (("without_pipe", "noaug"), ("with_pipe", "p0.5")):
+        opts = _opts(config, "fp32", mode, 1, batch, aug)
+        t = Trainer(opts)
+        res, ch = opts.G.img_resolution, opts.G.img_channels
+        img = np.random.RandomState(0).uniform(-1, 1, [opts.batch_gpu, res, res, ch]).astype(np.float32)
+        ds = tf.data.Dataset.from_tensors((img, np.zeros([opts.batch_gpu, 0], np.float32))).repeat()
+        trainers[name], iters[name] = t, t.distribute_dataset(ds)
+        t0 = time.perf_counter()
+        for _ in range(cycle_iters):  # the first iteration traces every phase; finish the cycle
+            _ = [float(v) for v in t.step(iters[name]).values()]
+        print(f"  {config} {name}: first cycle (tracing) {time.perf_counter() - t0:.1f} s", flush=True)
+    times = {name: [] for name in trainers}
+    for _ in range(cycles):
+        for name, t in trainers.items():
+            t0 = time.perf_counter()
+            for _ in range(cycle_iters):
+                stats = t.step(iters[name])
+            _ = [float(v) for v in stats.values()]
+            times[name].append((time.perf_counter() - t0) / cycle_iters)
+    out = {name: float(np.median(v)) for name, v in times.items()}
+    out["all_sec_per_iter"] = times
+    out["load_avg"] = round(os.getloadavg()[0], 2)
+    out["overhead_percent"] = 100 * (out["with_pipe"] / out["without_pipe"] - 1)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--res", type=int, nargs="+", default=[32, 256])
@@ -123,11 +164,17 @@ def main(argv=None):
     ap.add_argument("--skip-train", action="store_true", help="only time the pipe")
     ap.add_argument("--train-res", type=int, nargs="+", default=[32])
     ap.add_argument("--train-xla", action="store_true", help="also time the training step under XLA")
+    ap.add_argument("--skip-pipe", action="store_true", help="skip the pipe throughput figures")
+    ap.add_argument("--trainer", nargs="+", default=[], choices=["tiny", "small32", "auto32", "paper256"],
+                    help="also measure the overhead on the real training iteration of these configs")
+    ap.add_argument("--trainer-mode", choices=["function", "xla"], default="function")
+    ap.add_argument("--cycles", type=int, default=3, help="timed lazy-regularisation cycles per variant")
+    ap.add_argument("--cycle-iters", type=int, default=16)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     batches = args.batch or [32 if r <= 64 else 8 for r in args.res]
-    report = {"cpu_count": os.cpu_count(), "tf": tf.__version__, "pipe": {}, "train": {}}
-    for res, batch in zip(args.res, batches):
+    report = {"cpu_count": os.cpu_count(), "tf": tf.__version__, "pipe": {}, "train": {}, "trainer": {}}
+    for res, batch in zip([] if args.skip_pipe else args.res, batches):
         r = bench_pipe(res, batch, args.iters)
         report["pipe"][f"{res}x{res} batch {batch}"] = r
         for mode, v in r.items():
@@ -145,6 +192,13 @@ def main(argv=None):
                 report["train"][key] = r
                 print(f"train step {key}: without pipe {r['without_pipe'] * 1e3:.1f} ms, with pipe "
                       f"{r['with_pipe'] * 1e3:.1f} ms -> overhead {r['overhead_percent']:+.1f}%", flush=True)
+    for config in args.trainer:
+        batch = 8 if config == "paper256" else 32
+        r = bench_trainer_overhead(config, args.cycles, args.cycle_iters, args.trainer_mode, batch)
+        key = f"{config} batch {batch} {args.trainer_mode}"
+        report["trainer"][key] = r
+        print(f"trainer {key}: without pipe {r['without_pipe']:.3f} s/iter, with pipe (p=0.5 bgc) "
+              f"{r['with_pipe']:.3f} s/iter -> overhead {r['overhead_percent']:+.1f}%", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

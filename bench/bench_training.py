@@ -2,7 +2,8 @@
 stylegan2-ada-pytorch `training_loop.py`: Gmain, Greg/4, Dmain, Dreg/16, ADA pipe).
 
 Measures iterations/s and images/s for configurations crossing
-  config:     tiny@16 (ours) | auto@32 (NVIDIA's auto preset at 32x32: 512 channels)
+  config:     tiny@16 (ours) | auto@32 (NVIDIA's auto preset at 32x32: 512 channels) |
+              small@32 (auto@32 with z=w=128, channel_base 1024, channel_max 128: overhead-bound)
   execution:  eager (tf.config.run_functions_eagerly) | tf.function | XLA (jit_compile)
   precision:  fp32 | mixed (NVIDIA: fp16 in the top 4 resolutions, conv_clamp 256)
   replicas:   1 | 2 (MirroredStrategy over logical CPUs, or GPUs when present)
@@ -47,16 +48,23 @@ def _strategy(replicas):
     return tf.distribute.MirroredStrategy([d.name for d in devs[:replicas]])
 
 
-def _opts(config, precision, mode, replicas, batch):
+def _opts(config, precision, mode, replicas, batch, aug="noaug"):
     from sg2ada.training.options import resolve_options
 
     if config == "tiny":
         kw = dict(resolution=16, cfg="tiny")
+    elif config == "small32":
+        kw = dict(resolution=32, cfg="auto", cbase=1024, cmax=128)
+    elif config == "paper256":
+        kw = dict(resolution=256, cfg="paper256")
     else:
         kw = dict(resolution=32, cfg="auto")
+    aug_kw = dict(aug="fixed", p=0.5) if aug == "p0.5" else dict(aug=aug)
     o = resolve_options(img_channels=3, label_dim=0, num_replicas=replicas, batch=batch,
                         batch_gpu=batch // replicas, precision="fp32" if precision == "fp32" else "fp16",
-                        xla=(mode == "xla"), **kw)
+                        xla=(mode == "xla"), **aug_kw, **kw)
+    if config == "small32":  # z_dim/w_dim are not CLI options; NVIDIA's benchmark set them to 128
+        o = o.replace(G=dataclasses.replace(o.G, z_dim=128, w_dim=128))
     return o
 
 
@@ -100,14 +108,14 @@ def conv_throughput(seconds=3.0, channels=512):
     return flops * n / (time.perf_counter() - t0) / 1e9
 
 
-def run_one(config, mode, precision, replicas, batch, iters, warmup):
+def run_one(config, mode, precision, replicas, batch, iters, warmup, aug="noaug"):
     import numpy as np
     import tensorflow as tf
 
     from sg2ada.training.trainer import Trainer
 
     tf.config.run_functions_eagerly(mode == "eager")
-    opts = _opts(config, precision, mode, replicas, batch)
+    opts = _opts(config, precision, mode, replicas, batch, aug)
     strategy = _strategy(replicas)
     t = Trainer(opts, strategy)
     res = opts.G.img_resolution
@@ -123,19 +131,24 @@ def run_one(config, mode, precision, replicas, batch, iters, warmup):
         stats = {k: float(v) for k, v in t.step(it).items()}
     dt = (time.perf_counter() - t0) / iters
     tf.config.run_functions_eagerly(False)
-    return dict(config=config, mode=mode, precision=precision, replicas=replicas, batch=batch,
+    # The 1-minute load average after the timed iterations: above ~2 on a 2-core machine means other
+    # processes shared the CPU and the figure is pessimistic.
+    return dict(config=config, mode=mode, precision=precision, replicas=replicas, batch=batch, aug=aug,
+                load_avg=round(os.getloadavg()[0], 2),
                 warmup_s=round(first, 1), sec_per_iter=round(dt, 4), iters_per_s=round(1 / dt, 3),
                 images_per_s=round(batch / dt, 2), finite=bool(all(np.isfinite(v) for v in stats.values())))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", choices=["tiny", "auto32"], nargs="+", default=["tiny"])
+    ap.add_argument("--config", choices=["tiny", "small32", "auto32", "paper256"], nargs="+", default=["tiny"])
     ap.add_argument("--mode", choices=["eager", "function", "xla"], nargs="+", default=["function"])
     ap.add_argument("--precision", choices=["fp32", "mixed"], nargs="+", default=["fp32"])
     ap.add_argument("--replicas", type=int, nargs="+", default=[1])
     ap.add_argument("--all", action="store_true", help="the full cross of the four axes")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--aug", choices=["noaug", "p0.5"], nargs="+", default=["noaug"],
+                    help="noaug (NVIDIA's comparison figures) or the bgc pipe at a fixed p = 0.5")
+    ap.add_argument("--batch", type=int, default=32, help="global batch (NVIDIA's figures: 32)")
     ap.add_argument("--iters", type=int, default=16, help="timed iterations (16 = one Dreg cycle)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed iterations (tracing + Greg/Dreg first calls)")
     ap.add_argument("--no-flops", action="store_true")
@@ -151,13 +164,14 @@ def main(argv=None):
         results["conv_gflops"] = round(conv_throughput(), 2)
         print(f"3x3 conv throughput: {results['conv_gflops']} GFLOP/s")
     flops = {}
-    for config, mode, precision, replicas in itertools.product(a.config, a.mode, a.precision, a.replicas):
+    for config, mode, precision, replicas, aug in itertools.product(a.config, a.mode, a.precision, a.replicas,
+                                                                     a.aug):
         if config not in flops and not a.no_flops:
             g, d = forward_flops(_opts(config, "fp32", "function", 1, a.batch))
             flops[config] = dict(G_fwd=g, D_fwd=d, train_est=4 * g + 9 * d)
             print(f"{config}: forward FLOPs/img G {g / 1e6:.1f}M, D {d / 1e6:.1f}M; "
                   f"training estimate {flops[config]['train_est'] / 1e6:.1f}M/img")
-        r = run_one(config, mode, precision, replicas, a.batch, a.iters, a.warmup)
+        r = run_one(config, mode, precision, replicas, a.batch, a.iters, a.warmup, aug)
         if config in flops:
             r["train_gflops_per_s"] = round(flops[config]["train_est"] * r["images_per_s"] / 1e9, 3)
             r["fraction_of_conv_throughput"] = round(r["train_gflops_per_s"] / results["conv_gflops"], 4)
