@@ -12,7 +12,8 @@ image (main phases: Gmain = 3(G+D), Dmain = G + 2*3D, i.e. 4G + 9D), and the fra
 measured 3x3 convolution throughput the iteration achieves.
 
     python bench/bench_training.py                      # quick: tiny, tf.function, fp32, 1 replica
-    python bench/bench_training.py --all --iters 8      # the full cross (slow on a CPU)
+    python bench/bench_training.py --all --iters 8      # tiny: every mode x precision x replicas
+    python bench/bench_training.py --config small32 auto32   # the two configs compared with NVIDIA
     python bench/bench_training.py --config auto32 --mode xla --precision mixed --replicas 2
 
 Timings exclude the first iterations (tracing/compilation), which are reported separately.
@@ -139,13 +140,29 @@ def run_one(config, mode, precision, replicas, batch, iters, warmup, aug="noaug"
                 images_per_s=round(batch / dt, 2), finite=bool(all(np.isfinite(v) for v in stats.values())))
 
 
+def _run_in_subprocess(config, mode, precision, replicas, aug, a):
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", "--config", config, "--mode", mode, "--precision",
+           precision, "--replicas", str(replicas), "--aug", aug, "--batch", str(a.batch), "--iters", str(a.iters),
+           "--warmup", str(a.warmup)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    print(json.dumps(dict(config=config, mode=mode, precision=precision, replicas=replicas, aug=aug,
+                          failed=f"exit {proc.returncode}: {tail}")))
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=["tiny", "small32", "auto32", "paper256"], nargs="+", default=["tiny"])
     ap.add_argument("--mode", choices=["eager", "function", "xla"], nargs="+", default=["function"])
     ap.add_argument("--precision", choices=["fp32", "mixed"], nargs="+", default=["fp32"])
     ap.add_argument("--replicas", type=int, nargs="+", default=[1])
-    ap.add_argument("--all", action="store_true", help="the full cross of the four axes")
+    ap.add_argument("--all", action="store_true", help="every mode, precision and replica count")
     ap.add_argument("--aug", choices=["noaug", "p0.5"], nargs="+", default=["noaug"],
                     help="noaug (NVIDIA's comparison figures) or the bgc pipe at a fixed p = 0.5")
     ap.add_argument("--batch", type=int, default=32, help="global batch (NVIDIA's figures: 32)")
@@ -153,11 +170,20 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5, help="untimed iterations (tracing + Greg/Dreg first calls)")
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: a single run, JSON out
     a = ap.parse_args(argv)
+    if a.one:
+        # One measurement in this process (the parent starts a fresh process for each): splitting the
+        # CPU into logical devices for 2 replicas and several MirroredStrategy objects in one process
+        # change the other runs' figures, and after an eager 2-replica run a new strategy's
+        # collectives collided with the old ones ("Shape mismatch in the collective instance").
+        _setup_devices(a.replicas[0])
+        print("RESULT " + json.dumps(run_one(a.config[0], a.mode[0], a.precision[0], a.replicas[0], a.batch,
+                                             a.iters, a.warmup, a.aug[0])))
+        return 0
     if a.all:
-        a.config, a.mode, a.precision, a.replicas = ["tiny", "auto32"], ["eager", "function", "xla"], \
-            ["fp32", "mixed"], [1, 2]
-    _setup_devices(max(a.replicas))
+        # Every execution mode, precision and replica count for the configs given (default tiny).
+        a.mode, a.precision, a.replicas = ["eager", "function", "xla"], ["fp32", "mixed"], [1, 2]
 
     results = {"runs": []}
     if not a.no_flops:
@@ -171,7 +197,9 @@ def main(argv=None):
             flops[config] = dict(G_fwd=g, D_fwd=d, train_est=4 * g + 9 * d)
             print(f"{config}: forward FLOPs/img G {g / 1e6:.1f}M, D {d / 1e6:.1f}M; "
                   f"training estimate {flops[config]['train_est'] / 1e6:.1f}M/img")
-        r = run_one(config, mode, precision, replicas, a.batch, a.iters, a.warmup, aug)
+        r = _run_in_subprocess(config, mode, precision, replicas, aug, a)
+        if r is None:
+            continue
         if config in flops:
             r["train_gflops_per_s"] = round(flops[config]["train_est"] * r["images_per_s"] / 1e9, 3)
             r["fraction_of_conv_throughput"] = round(r["train_gflops_per_s"] / results["conv_gflops"], 4)
