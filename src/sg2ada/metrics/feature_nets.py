@@ -47,7 +47,6 @@ from sg2ada.cache import (
     check_cached_digest,
     download_verified,
     offline,
-    sha256_file,
 )
 from sg2ada.errors import UserError
 
@@ -108,10 +107,6 @@ _INCEPTION_POOL = "pool_3:0"
 _INCEPTION_LOGITS_MATMUL = "softmax/logits/MatMul"
 
 
-def _offline() -> bool:
-    return offline()
-
-
 def _missing_message(spec: FeatureNetSpec, detail: str = "") -> str:
     where = os.path.join(cache_dir("feature-nets"), spec.filename)
     extra = f" ({detail})" if detail else ""
@@ -148,9 +143,6 @@ def _from_user_paths(spec: FeatureNetSpec, paths) -> str | None:
     return None
 
 
-_sha256 = sha256_file
-
-
 def _download(spec: FeatureNetSpec, dst: str, timeout: float = 60) -> None:
     # Verified by loading it, so a truncated or wrong file never enters the cache.
     try:
@@ -158,10 +150,6 @@ def _download(spec: FeatureNetSpec, dst: str, timeout: float = 60) -> None:
                           what=spec.filename, timeout=timeout)
     except DownloadRejected as e:
         raise UserError(_missing_message(spec, e.detail)) from None
-
-
-def _check_cached_digest(spec: FeatureNetSpec, path: str) -> None:
-    check_cached_digest(path)
 
 
 def resolve_feature_net_path(kind: str, paths=None, download: bool | None = None) -> str:
@@ -180,10 +168,10 @@ def resolve_feature_net_path(kind: str, paths=None, download: bool | None = None
         return found
     cached = os.path.join(cache_dir("feature-nets"), spec.filename)
     if os.path.isfile(cached):
-        _check_cached_digest(spec, cached)
+        check_cached_digest(cached)
         return cached
     if download is None:
-        download = not _offline()
+        download = not offline()
     if not download:
         raise UserError(_missing_message(spec, "offline"))
     try:
