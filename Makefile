@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(SG2ADA_DEVICE)
 # The suite is CPU-bound and mostly single-threaded per test: one worker per core halves its time.
 PYTEST_ARGS ?= -n auto --maxprocesses 4
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -225,16 +225,27 @@ def bilinear_sample(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     Pixel centres are at integer coordinates (this is grid_sample with align_corners=False once the
     normalised coordinates are converted). Built from a gather, so that the result has gradients of
     any order w.r.t. `images` (the coordinates are treated as constants).
+    """
+    # A one-pixel zero border makes every out-of-range corner read a zero.
+    return _bilinear_sample_bordered(tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]]), x, y)
+
+
+def _bilinear_sample_bordered(padded: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """`bilinear_sample` of the interior of `padded`, whose outermost rows and columns are zeros.
+
+    The pipe builds that border into its upsampling matrices, which saves a pad of the largest
+    tensor of the pipe and the crop of its gradient.
 
     The gradient is our own: TF's gather gradient sums [rows, C] slices with an unsorted segment sum
     that is slow for C = 3 on CPU; summing channel-flattened scalars is 2x faster and made the pipe's
     backward pass 1.5x faster (session 2). The gradient is itself made of differentiable ops (its own
     gradient is a gather), so R1's second-order gradient through the pipe still exists.
     """
-    n = tf.shape(images)[0]
-    h, w, c = (int(d) for d in images.shape[1:])
-    x = tf.cast(x, images.dtype)
-    y = tf.cast(y, images.dtype)
+    n = tf.shape(padded)[0]
+    hp, wp, c = (int(d) for d in padded.shape[1:])
+    h, w = hp - 2, wp - 2
+    x = tf.cast(x, padded.dtype)
+    y = tf.cast(y, padded.dtype)
     x0 = tf.floor(x)
     y0 = tf.floor(y)
     wx = (x - x0)[..., None]
@@ -246,24 +257,20 @@ def bilinear_sample(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 
     xi0, xi1 = idx(x0, w), idx(x0 + 1, w)
     yi0, yi1 = idx(y0, h), idx(y0 + 1, h)
-    base = tf.reshape(tf.range(n, dtype=tf.int32) * ((h + 2) * (w + 2)), [-1, 1, 1])
-    stride = w + 2
+    base = tf.reshape(tf.range(n, dtype=tf.int32) * (hp * wp), [-1, 1, 1])
     corners = tf.stack(
-        [base + yi0 * stride + xi0, base + yi0 * stride + xi1, base + yi1 * stride + xi0, base + yi1 * stride + xi1],
+        [base + yi0 * wp + xi0, base + yi0 * wp + xi1, base + yi1 * wp + xi0, base + yi1 * wp + xi1],
         axis=-1,
     )  # [N, Ho, Wo, 4]
     weights = tf.stack([(1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy], axis=-2)  # [N, Ho, Wo, 4, 1]
-    padded_size = n * ((h + 2) * (w + 2) * c)
 
     def forward(img):
-        # A one-pixel zero border makes every out-of-range corner read a zero.
-        padded = tf.pad(img, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        v = tf.gather(tf.reshape(padded, [-1, c]), corners)  # [N, Ho, Wo, 4, C]
+        v = tf.gather(tf.reshape(img, [-1, c]), corners)  # [N, Ho, Wo, 4, C]
         return tf.reduce_sum(v * weights, axis=-2)
 
     if filters.in_xla_context():
         # XLA needs the segment count at compile time, and the batch may be dynamic: TF's own gradient.
-        return forward(images)
+        return forward(padded)
 
     @tf.custom_gradient
     def sample(img):
@@ -272,12 +279,12 @@ def bilinear_sample(images: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         def grad(dy):
             slots = corners[..., None] * c + tf.range(c, dtype=corners.dtype)  # scalar slot of each value
             g = tf.math.unsorted_segment_sum(tf.reshape(dy[..., None, :] * weights, [-1]), tf.reshape(slots, [-1]),
-                                             padded_size)
-            return tf.reshape(g, [n, h + 2, w + 2, c])[:, 1:-1, 1:-1]
+                                             n * (hp * wp * c))
+            return tf.reshape(g, [n, hp, wp, c])
 
         return out, grad
 
-    return sample(images)
+    return sample(padded)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,28 +632,11 @@ class AugmentPipe:
     def _resample_padded(self, images, G_hi, margins, px, py):
         h, w = int(images.shape[1]), int(images.shape[2])
         dt = images.dtype
-        mx0, mx1, my0, my1 = (tf.cast(m, dt) for m in margins)
-        f = self._geom_f
-
-        # Reflect-pad statically, then zero what lies beyond the data-dependent margins.
-        x = filters.reflect_pad(images, (py, py), (px, px))
-        ry = tf.range(h + 2 * py, dtype=dt)
-        rx = tf.range(w + 2 * px, dtype=dt)
-        mask_y = tf.cast((ry >= py - my0) & (ry < py + h + my1), dt)
-        mask_x = tf.cast((rx >= px - mx0) & (rx < px + w + mx1), dt)
-        x = x * mask_y[None, :, None, None] * mask_x[None, None, :, None]
-
-        # 2x upsampling (the reference's upsample2d: pad [6, 5], gain 2 per axis).
-        up_pad = ((len(f) + 1) // 2, (len(f) - 2) // 2)
-        x = filters.upfirdn_1d(x, f, axis=2, up=2, pad=up_pad, gain=2.0)
-        x = filters.upfirdn_1d(x, f, axis=1, up=2, pad=up_pad, gain=2.0)
+        # Reflect padding, zeroing beyond the margins and 2x upsampling are linear along each axis:
+        # one matrix per axis (filters.apply_along explains why matrices).
+        x = filters.apply_along(images, self._up_matrix(w, px, margins[0], margins[1], dt), axis=2)
+        x = filters.apply_along(x, self._up_matrix(h, py, margins[2], margins[3], dt), axis=1)  # zero border
         hi_h, hi_w = 2 * (h + 2 * py), 2 * (w + 2 * px)
-        # The reference's upsampled image ends where its padding ends; outside it samples zeros.
-        ry = tf.range(hi_h, dtype=dt)
-        rx = tf.range(hi_w, dtype=dt)
-        mask_y = tf.cast((ry >= 2 * (py - my0)) & (ry < 2 * (py + h + my1)), dt)
-        mask_x = tf.cast((rx >= 2 * (px - mx0)) & (rx < 2 * (px + w + mx1)), dt)
-        x = x * mask_y[None, :, None, None] * mask_x[None, None, :, None]
 
         # Sample the output grid (H + 2*Hz_pad, W + 2*Hz_pad at low res, 2x that at high res).
         out_h, out_w = 2 * (h + 2 * _HZ_PAD), 2 * (w + 2 * _HZ_PAD)
@@ -655,13 +645,31 @@ class AugmentPipe:
         Gr = G_hi[:, :2, :, None, None]  # [N, 2, 3, 1, 1]
         xs = Gr[:, 0, 0] * xc[None, None, :] + Gr[:, 0, 1] * yc[None, :, None] + Gr[:, 0, 2] + (hi_w - 1) / 2
         ys = Gr[:, 1, 0] * xc[None, None, :] + Gr[:, 1, 1] * yc[None, :, None] + Gr[:, 1, 2] + (hi_h - 1) / 2
-        x = bilinear_sample(x, xs, ys)
+        x = _bilinear_sample_bordered(x, xs, ys)
 
         # 2x downsampling and crop back to H x W (the reference's downsample2d with padding -6).
+        f = self._geom_f
         down_pad = (-2 * _HZ_PAD + (len(f) - 1) // 2, -2 * _HZ_PAD + (len(f) - 2) // 2)
-        x = filters.upfirdn_1d(x, f, axis=2, down=2, pad=down_pad, flip_filter=True)
-        x = filters.upfirdn_1d(x, f, axis=1, down=2, pad=down_pad, flip_filter=True)
+        for axis, size in ((2, out_w), (1, out_h)):
+            m = filters.upfirdn_matrix(size, f, down=2, pad=down_pad, flip_filter=True)
+            x = filters.apply_along(x, tf.constant(m, dt), axis)
         return x
+
+    def _up_matrix(self, size, pad, m0, m1, dt):
+        """[2 (size + 2 pad) + 2, size]: reflect-pad by `pad`, zero beyond the batch's margins m0/m1
+        (the reference pads by exactly these), upsample 2x, zero the upsampled image beyond them too
+        (the reference's upsampled image ends where its padding ends; outside it samples zeros), and
+        add the one-sample zero border `_bilinear_sample_bordered` wants."""
+        f = self._geom_f
+        up_pad = ((len(f) + 1) // 2, (len(f) - 2) // 2)  # the reference's upsample2d: pad [6, 5], gain 2
+        U = tf.constant(filters.upfirdn_matrix(size + 2 * pad, f, up=2, pad=up_pad, gain=2.0), dt)
+        R = tf.constant(filters.reflect_matrix(size, pad, pad), dt)
+        m0, m1 = tf.cast(m0, dt), tf.cast(m1, dt)
+        r = tf.range(size + 2 * pad, dtype=dt)
+        keep = tf.cast((r >= pad - m0) & (r < pad + size + m1), dt)
+        r = tf.range(2 * (size + 2 * pad), dtype=dt)
+        keep_hi = tf.cast((r >= 2 * (pad - m0)) & (r < 2 * (pad + size + m1)), dt)
+        return tf.pad((keep_hi[:, None] * U) @ (keep[:, None] * R), [[1, 1], [0, 0]])
 
     # Colour -------------------------------------------------------------------------------------
 
