@@ -233,9 +233,20 @@ UPFIRDN_CASES = [(2, 1, (6, 5), False), (1, 2, (-1, -1), True), (1, 1, (3, 2), F
                  (2, 1, (0, -3), False)]
 
 
+UPFIRDN_IMPLS = ["dense", "conv", "slices"]
+
+
+def _force_upfirdn_impl(monkeypatch, impl):
+    """Select one of upfirdn_1d's three forms regardless of the axis length and the context."""
+    monkeypatch.setattr(filters, "DENSE_MAX_LEN", 10**9 if impl == "dense" else 0)
+    monkeypatch.setattr(filters, "_use_slices", lambda: impl == "slices")
+
+
+@pytest.mark.parametrize("impl", UPFIRDN_IMPLS)
 @pytest.mark.parametrize("axis", [1, 2])
 @pytest.mark.parametrize("up,down,pad,flip", UPFIRDN_CASES)
-def test_upfirdn_1d_matches_numpy(up, down, pad, flip, axis):
+def test_upfirdn_1d_matches_numpy(up, down, pad, flip, axis, impl, monkeypatch):
+    _force_upfirdn_impl(monkeypatch, impl)
     rng = np.random.default_rng(5)
     x = rng.normal(size=[2, 29, 30, 3])
     f = filters.geom_filter()
@@ -244,11 +255,14 @@ def test_upfirdn_1d_matches_numpy(up, down, pad, flip, axis):
     np.testing.assert_allclose(got, np.moveaxis(ref, -1, axis), atol=1e-12)
 
 
+@pytest.mark.parametrize("impl", UPFIRDN_IMPLS)
 @pytest.mark.parametrize("up,down,pad,flip", UPFIRDN_CASES[:2])
-def test_upfirdn_1d_first_and_second_order_gradients(up, down, pad, flip):
+def test_upfirdn_1d_first_and_second_order_gradients(up, down, pad, flip, impl, monkeypatch):
     """Gradients of a loss through upfirdn_1d against the closed forms of the linear map M (R1 needs
     both orders): y = M x, L = sum(sin y), dL/dx = M^T cos(y), and for P = |dL/dx|^2,
-    dP/dx = -2 M^T (sin(y) * (M M^T cos(y)))."""
+    dP/dx = -2 M^T (sin(y) * (M M^T cos(y))). M comes from upfirdn_matrix, which
+    test_upfirdn_1d_matches_numpy checks (as the dense form) against the NumPy reference."""
+    _force_upfirdn_impl(monkeypatch, impl)
     rng = np.random.default_rng(8)
     x0 = rng.normal(size=[2, 3, 18, 1])
     f = filters.geom_filter()
@@ -270,7 +284,17 @@ def test_upfirdn_1d_first_and_second_order_gradients(up, down, pad, flip):
     np.testing.assert_allclose(gg_grad, gg_ref, atol=1e-11)
 
 
-def test_upfirdn_1d_compiles_under_xla():
+def test_upfirdn_1d_form_follows_axis_length_and_context():
+    assert filters.use_dense(filters.DENSE_MAX_LEN) and not filters.use_dense(filters.DENSE_MAX_LEN + 1)
+    seen = []
+    tf.function(lambda: seen.append(filters._use_slices()) or tf.constant(0.0))()
+    tf.function(lambda: seen.append(filters._use_slices()) or tf.constant(0.0), jit_compile=True)()
+    assert seen == [False, not tf.config.list_logical_devices("GPU")]
+
+
+@pytest.mark.parametrize("impl", UPFIRDN_IMPLS)
+def test_upfirdn_1d_compiles_under_xla(impl, monkeypatch):
+    _force_upfirdn_impl(monkeypatch, impl)
     x = tf.constant(np.random.default_rng(2).normal(size=[2, 24, 10, 3]), tf.float32)
     f = filters.geom_filter()
 
@@ -279,6 +303,28 @@ def test_upfirdn_1d_compiles_under_xla():
                                   pad=(-1, -1), flip_filter=True)
 
     np.testing.assert_allclose(tf.function(run, jit_compile=True)(x).numpy(), run(x).numpy(), atol=1e-5)
+
+
+def test_geometric_long_axis_form_equals_dense_form(monkeypatch):
+    """The pipe's two resampling forms (matrices for small images, separate ops for large ones) give
+    the same images and the same first- and second-order gradients; the small test images would
+    otherwise exercise only the dense form."""
+    pipe = AugmentPipe("geom")
+    x0 = _images(n=4, h=12, w=10, c=3, seed=3, dtype=np.float64)
+    out = {}
+    for form, limit in (("dense", 10**9), ("long", 0)):
+        monkeypatch.setattr(filters, "DENSE_MAX_LEN", limit)
+        x = tf.Variable(x0)
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                y = pipe(x, 1.0, SEED)
+                loss = tf.reduce_sum(tf.sin(3 * y))
+            g = inner.gradient(loss, x)
+            gg = tf.reduce_sum(g * g)
+        out[form] = (y.numpy(), g.numpy(), outer.gradient(gg, x).numpy())
+    assert np.abs(out["dense"][0] - x0.numpy()).max() > 1e-3  # the transforms did something
+    for a, b in zip(out["dense"], out["long"]):
+        np.testing.assert_allclose(a, b, atol=1e-10)
 
 
 def test_upfirdn_agrees_with_project_ops_if_present():

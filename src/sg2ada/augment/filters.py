@@ -8,9 +8,10 @@ come from the Symlet-2 low-pass filter. The wavelet coefficients are the standar
 
 The FIR helpers follow the `upfirdn` convention of the reference implementation (zero insertion
 with trailing zeros, then zero padding / cropping, then convolution, then decimation), applied
-along one axis of an NHWC tensor at a time because every filter here is separable. They are made
-of slices, pads, reshapes and depthwise convolutions only, so they compile under XLA and have
-first- and second-order gradients.
+along one axis of an NHWC tensor at a time because every filter here is separable. Each is a
+dense [out, in] matrix built in NumPy (`upfirdn_matrix`) and applied with one matrix product
+(`apply_along`), so they compile under XLA and have gradients of every order. Reflect padding
+(`reflect_pad` for the equaliser, `reflect_matrix` for the geometric stage) is the other helper.
 """
 
 from __future__ import annotations
@@ -138,15 +139,21 @@ def reflect_matrix(n: int, pad0: int, pad1: int) -> np.ndarray:
     return m
 
 
-@functools.lru_cache(maxsize=64)
-def _upfirdn_matrix_cached(n, taps, up, down, pad, flip_filter, gain):
+def _kernel_and_length(n, taps, up, pad, flip_filter, gain):
+    """(correlation kernel, output length before decimation) of upfirdn on an axis of n samples."""
     k = np.asarray(taps, dtype=np.float64) * gain
     if not flip_filter:
-        k = k[::-1]  # correlation kernel
-    p0, p1 = pad
-    full = n * up + p0 + p1 - k.size + 1  # output length before decimation
+        k = k[::-1]
+    full = n * up + pad[0] + pad[1] - k.size + 1
     if full <= 0:
         raise ValueError(f"upfirdn_1d: empty output (length {n}, {k.size} taps, padding {pad})")
+    return k, full
+
+
+@functools.lru_cache(maxsize=64)
+def _upfirdn_matrix_cached(n, taps, up, down, pad, flip_filter, gain):
+    k, full = _kernel_and_length(n, taps, up, pad, flip_filter, gain)
+    p0, p1 = pad
     # Output j (before decimation) = sum_t s[j + t] k[t] over the zero-stuffed, padded/cropped signal
     # s, where input i sits at s[up * i + p0] unless the cropping removed that position.
     i = np.arange(n)
@@ -188,6 +195,92 @@ def apply_along(x: tf.Tensor, m: tf.Tensor, axis: int) -> tf.Tensor:
     raise ValueError(f"apply_along: axis must be 1 or 2, got {axis}")
 
 
+def _pad_axis(x, axis, p0, p1):
+    if p0 == 0 and p1 == 0:
+        return x
+    paddings = [[0, 0]] * 4
+    paddings[axis] = [p0, p1]
+    return tf.pad(x, paddings)
+
+
+def _use_slices() -> bool:
+    """True inside an XLA cluster on a machine without GPUs (XLA's CPU depthwise convolution is slow)."""
+    return (not tf.executing_eagerly()) and in_xla_context() and not tf.config.list_logical_devices("GPU")
+
+
+def _upfirdn_1d_conv(x, k, axis, up, down, p0, p1):
+    """upfirdn along `axis` (1 = H, 2 = W) with a correlation kernel k, as one depthwise convolution."""
+    c = int(x.shape[3])
+    if up > 1:
+        # Zero insertion with trailing zeros: [x0, 0, x1, 0, ...] (upfirdn's convention).
+        z = tf.stack([x] + [tf.zeros_like(x)] * (up - 1), axis=axis + 1)
+        dims = [int(d) for d in x.shape[1:]]
+        dims[axis - 1] *= up
+        x = tf.reshape(z, [-1] + dims)
+    x = _pad_axis(x, axis, max(p0, 0), max(p1, 0))
+    if p0 < 0 or p1 < 0:
+        n = int(x.shape[axis])
+        x = _slice(x, axis, max(-p0, 0), n - max(-p0, 0) - max(-p1, 0))
+    kshape = [1, 1, 1, 1]
+    kshape[axis - 1] = k.size
+    kernel = tf.tile(tf.reshape(tf.constant(k, x.dtype), kshape), [1, 1, c, 1])  # [kh, kw, C, 1]
+    y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "VALID")
+    # TF's depthwise kernel wants equal strides on both axes, so decimate afterwards.
+    return y if down == 1 else _decimated_phase(y, axis, 0, down)
+
+
+def _phase_fir(x, taps_offsets, axis, out_len):
+    """sum_t x[a + o_t] * k_t for a in [0, out_len), x zero outside its range (unstrided slices)."""
+    n = int(x.shape[axis])
+    lo = min(o for _, o in taps_offsets)
+    hi = max(o for _, o in taps_offsets)
+    left = max(0, -lo)
+    x = _pad_axis(x, axis, left, max(0, hi + out_len - n))
+    acc = None
+    for k, o in taps_offsets:
+        term = _slice(x, axis, o + left, out_len) * k
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _interleave(phases, axis, total):
+    """Interleave phase outputs (phase r holds samples r, r+u, ...) along axis, cropped to total."""
+    u = len(phases)
+    longest = max(int(ph.shape[axis]) for ph in phases)
+    phases = [_pad_axis(ph, axis, 0, longest - int(ph.shape[axis])) for ph in phases]
+    y = tf.stack(phases, axis=axis + 1)
+    shape = [-1] + [int(d) for d in y.shape[1:]]
+    y = tf.reshape(y, shape[:axis] + [longest * u] + shape[axis + 2 :])
+    return _slice(y, axis, 0, total)
+
+
+def _decimated_phase(x, axis, f, down):
+    """Samples f, f + down, f + 2 down, ... of x along axis (f in [0, down))."""
+    n = int(x.shape[axis])
+    length = -(-n // down)
+    x = _pad_axis(x, axis, 0, length * down - n)
+    shape = [-1] + [int(d) for d in x.shape[1:]]
+    x = tf.reshape(x, shape[:axis] + [length, down] + shape[axis + 1 :])
+    sl = [slice(None)] * 5
+    sl[axis + 1] = f
+    return x[tuple(sl)]
+
+
+
+
+# Axes up to this many input samples are filtered with a dense matrix product; longer ones with a
+# convolution (or slices inside XLA on CPU). The dense form costs O(in * out) per row, the
+# convolution O(taps * out) plus its op overheads. Measured (pipe forward + backward, p = 0.5):
+# dense 2x faster at 32x32; at 256x256 even (+17% forward, -7% forward + backward); beyond that
+# the dense products grow with the square of the resolution. Tests lower it to cover both forms.
+DENSE_MAX_LEN = 128
+
+
+def use_dense(n: int) -> bool:
+    """Whether an axis of n input samples is filtered by a dense matrix product."""
+    return n <= DENSE_MAX_LEN
+
+
 def upfirdn_1d(
     x: tf.Tensor,
     taps: np.ndarray,
@@ -203,13 +296,47 @@ def upfirdn_1d(
     Semantics of the reference `upfirdn2d` restricted to one axis: `pad` may be negative (crop);
     the filter is convolved (i.e. flipped before correlating) unless flip_filter is set.
 
-    Executed as one dense matrix product (`upfirdn_matrix`, `apply_along`). The axes here are
-    short (at most a few hundred samples), so the dense matrix wastes multiplications on zeros but
-    runs at GEMM speed: the pipe's reflect-pad + 2x upsampling went from 52-63 ms to 14-16 ms
-    forward + backward against zero insertion + depthwise convolution (32 x 32 x 32 x 3 padded by
-    31, session 14), and the depthwise form was itself 9x faster than sums of shifted slices.
+    Three implementations of the same arithmetic, all differentiable to any order (R1 flows
+    through the pipe):
+    - short axes (`use_dense`): one dense matrix product (`upfirdn_matrix`, `apply_along`). It
+      wastes multiplications on zeros but runs at GEMM speed: the pipe's reflect pad + 2x
+      upsampling at 32x32 went from 52-63 ms to 14-16 ms forward + backward (session 14).
+    - long axes in plain graphs: a depthwise convolution (zero insertion by stack + reshape,
+      pad/crop, one `depthwise_conv2d`), 9x faster forward + backward than the slices below
+      (32 x 94 x 94 x 3 upsampled on both axes: 27 ms against 241 ms, session 2).
+    - long axes inside XLA clusters on CPU, whose depthwise convolutions are very slow:
+      polyphase unstrided slices, multiplies and adds.
     """
     if up > 1 and down > 1:
         raise NotImplementedError("upfirdn_1d: up and down together are not needed here")
-    m = upfirdn_matrix(int(x.shape[axis]), taps, up=up, down=down, pad=pad, flip_filter=flip_filter, gain=gain)
-    return apply_along(x, tf.constant(m, x.dtype), axis)
+    n = int(x.shape[axis])
+    if use_dense(n):
+        m = upfirdn_matrix(n, taps, up=up, down=down, pad=pad, flip_filter=flip_filter, gain=gain)
+        return apply_along(x, tf.constant(m, x.dtype), axis)
+    k, full = _kernel_and_length(n, taps, up, pad, flip_filter, gain)
+    p0, p1 = pad
+    if not _use_slices():
+        return _upfirdn_1d_conv(x, k, axis, up, down, p0, p1)
+    # Output j (before decimation) = sum_t s[j + t] k[t], where the zero-stuffed, padded signal s
+    # has s[m] = x[(m - p0) / up] when up divides m - p0 (zero elsewhere and outside x).
+    if up > 1:
+        # Output phase r (j = r + up * a) reads x[a + (r + t - p0) / up] for the taps t that fit.
+        phases = []
+        for r in range(up):
+            taps_offsets = [(float(k[t]), (r + t - p0) // up) for t in range(k.size) if (r + t - p0) % up == 0]
+            length = len(range(r, full, up))
+            phases.append(_phase_fir(x, taps_offsets, axis, max(length, 1)))
+        return _interleave(phases, axis, full)
+    # Decimation: output a = sum_t x[down * a + t - p0] k[t]. With t - p0 = down * e + f
+    # (0 <= f < down) this reads input phase f at offset a + e.
+    out_len = (full - 1) // down + 1
+    by_phase: dict[int, list] = {}
+    for t in range(k.size):
+        e, f = divmod(t - p0, down)
+        by_phase.setdefault(f, []).append((float(k[t]), e))
+    acc = None
+    for f, taps_offsets in sorted(by_phase.items()):
+        src = x if down == 1 else _decimated_phase(x, axis, f, down)
+        term = _phase_fir(src, taps_offsets, axis, out_len)
+        acc = term if acc is None else acc + term
+    return acc
