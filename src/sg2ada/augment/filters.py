@@ -8,10 +8,11 @@ come from the Symlet-2 low-pass filter. The wavelet coefficients are the standar
 
 The FIR helpers follow the `upfirdn` convention of the reference implementation (zero insertion
 with trailing zeros, then zero padding / cropping, then convolution, then decimation), applied
-along one axis of an NHWC tensor at a time because every filter here is separable. Each is a
-dense [out, in] matrix built in NumPy (`upfirdn_matrix`) and applied with one matrix product
-(`apply_along`), so they compile under XLA and have gradients of every order. Reflect padding
-(`reflect_pad` for the equaliser, `reflect_matrix` for the geometric stage) is the other helper.
+along one axis of an NHWC tensor at a time because every filter here is separable. Short axes
+use a dense [out, in] matrix built in NumPy (`upfirdn_matrix`) and one matrix product
+(`apply_along`); long axes use depthwise convolutions, or slices inside XLA on CPU (`upfirdn_1d`
+says why). All forms compile under XLA and have gradients of every order. Reflect padding
+(`reflect_pad` as ops, `reflect_matrix` as a matrix) is the other helper.
 """
 
 from __future__ import annotations
@@ -264,8 +265,6 @@ def _decimated_phase(x, axis, f, down):
     sl = [slice(None)] * 5
     sl[axis + 1] = f
     return x[tuple(sl)]
-
-
 
 
 # Axes up to this many input samples are filtered with a dense matrix product; longer ones with a

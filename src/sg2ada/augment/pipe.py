@@ -661,38 +661,23 @@ class AugmentPipe:
         steps as separate ops, whose cost grows linearly with the size, not quadratically."""
         h, w = int(images.shape[1]), int(images.shape[2])
         dt = images.dtype
-        mx0, mx1, my0, my1 = (tf.cast(m, dt) for m in margins)
-        f = self._geom_f
-        # Reflect-pad statically, then zero what lies beyond the data-dependent margins.
+        keep_x, keep_hi_x = _margin_masks(w, px, margins[0], margins[1], dt)
+        keep_y, keep_hi_y = _margin_masks(h, py, margins[2], margins[3], dt)
         x = filters.reflect_pad(images, (py, py), (px, px))
-        ry = tf.range(h + 2 * py, dtype=dt)
-        rx = tf.range(w + 2 * px, dtype=dt)
-        mask_y = tf.cast((ry >= py - my0) & (ry < py + h + my1), dt)
-        mask_x = tf.cast((rx >= px - mx0) & (rx < px + w + mx1), dt)
-        x = x * mask_y[None, :, None, None] * mask_x[None, None, :, None]
-        up_pad = ((len(f) + 1) // 2, (len(f) - 2) // 2)  # the reference's upsample2d: pad [6, 5], gain 2
-        x = filters.upfirdn_1d(x, f, axis=2, up=2, pad=up_pad, gain=2.0)
-        x = filters.upfirdn_1d(x, f, axis=1, up=2, pad=up_pad, gain=2.0)
-        ry = tf.range(2 * (h + 2 * py), dtype=dt)
-        rx = tf.range(2 * (w + 2 * px), dtype=dt)
-        mask_y = tf.cast((ry >= 2 * (py - my0)) & (ry < 2 * (py + h + my1)), dt)
-        mask_x = tf.cast((rx >= 2 * (px - mx0)) & (rx < 2 * (px + w + mx1)), dt)
-        return x * mask_y[None, :, None, None] * mask_x[None, None, :, None]
+        x = x * keep_y[None, :, None, None] * keep_x[None, None, :, None]
+        f = self._geom_f
+        x = filters.upfirdn_1d(x, f, axis=2, up=2, pad=_up_pad(f), gain=2.0)
+        x = filters.upfirdn_1d(x, f, axis=1, up=2, pad=_up_pad(f), gain=2.0)
+        return x * keep_hi_y[None, :, None, None] * keep_hi_x[None, None, :, None]
 
     def _up_matrix(self, size, pad, m0, m1, dt):
-        """[2 (size + 2 pad) + 2, size]: reflect-pad by `pad`, zero beyond the batch's margins m0/m1
-        (the reference pads by exactly these), upsample 2x, zero the upsampled image beyond them too
-        (the reference's upsampled image ends where its padding ends; outside it samples zeros), and
-        add the one-sample zero border `_bilinear_sample_bordered` wants."""
+        """[2 (size + 2 pad) + 2, size]: reflect-pad by `pad`, zero beyond the batch's margins m0/m1,
+        upsample 2x, zero the upsampled image beyond them too (`_margin_masks`), and add the
+        one-sample zero border `_bilinear_sample_bordered` wants."""
         f = self._geom_f
-        up_pad = ((len(f) + 1) // 2, (len(f) - 2) // 2)  # the reference's upsample2d: pad [6, 5], gain 2
-        U = tf.constant(filters.upfirdn_matrix(size + 2 * pad, f, up=2, pad=up_pad, gain=2.0), dt)
+        U = tf.constant(filters.upfirdn_matrix(size + 2 * pad, f, up=2, pad=_up_pad(f), gain=2.0), dt)
         R = tf.constant(filters.reflect_matrix(size, pad, pad), dt)
-        m0, m1 = tf.cast(m0, dt), tf.cast(m1, dt)
-        r = tf.range(size + 2 * pad, dtype=dt)
-        keep = tf.cast((r >= pad - m0) & (r < pad + size + m1), dt)
-        r = tf.range(2 * (size + 2 * pad), dtype=dt)
-        keep_hi = tf.cast((r >= 2 * (pad - m0)) & (r < 2 * (pad + size + m1)), dt)
+        keep, keep_hi = _margin_masks(size, pad, m0, m1, dt)
         return tf.pad((keep_hi[:, None] * U) @ (keep[:, None] * R), [[1, 1], [0, 0]])
 
     # Colour -------------------------------------------------------------------------------------
@@ -725,6 +710,23 @@ class AugmentPipe:
         x = filters.reflect_pad(x, (pad, pad), (pad, pad))
         x = tf.add_n([x[:, :, t : t + w] * k[:, t] for t in range(taps)])
         return tf.add_n([x[:, t : t + h] * k[:, t] for t in range(taps)])
+
+
+def _up_pad(f):
+    """Padding of the reference's 2x upsample2d with filter f along one axis ([6, 5] for sym6)."""
+    return ((len(f) + 1) // 2, (len(f) - 2) // 2)
+
+
+def _margin_masks(size, pad, m0, m1, dt):
+    """0/1 vectors over an axis reflect-padded by the static `pad` ([size + 2 pad]) and over its 2x
+    upsampling: 1 within the batch's data-dependent margins m0/m1. The reference pads by exactly
+    the margins, and its upsampled image ends where its padding ends (outside it samples zeros)."""
+    m0, m1 = tf.cast(m0, dt), tf.cast(m1, dt)
+    r = tf.range(size + 2 * pad, dtype=dt)
+    keep = tf.cast((r >= pad - m0) & (r < pad + size + m1), dt)
+    r = tf.range(2 * (size + 2 * pad), dtype=dt)
+    keep_hi = tf.cast((r >= 2 * (pad - m0)) & (r < 2 * (pad + size + m1)), dt)
+    return keep, keep_hi
 
 
 def _masked(active, images, fn):

@@ -49,8 +49,9 @@ def _conv2d(x, w, stride=1, padding=(0, 0), flip_weight=True):
         pad = "VALID"
     elif stride == 1 and kh % 2 and kw % 2 and (py, px) == ((kh - 1) // 2, (kw - 1) // 2):
         # The same zero padding as the explicit list, but TF's oneDNN graph rewrite skips the
-        # gradient kernels of EXPLICIT padding: Conv2DBackpropInput/Filter then fall back to Eigen
-        # kernels ~8x slower (measured: a third of a small32 Gmain step, bench/bench_training.py).
+        # gradient kernels of EXPLICIT padding: Conv2DBackpropInput/Filter then fall back to slower
+        # Eigen kernels (3x3, 128 channels, forward + backward: 59-63 ms against 38-40 ms; small32
+        # training 1.5-1.7x slower; docs/benchmarks.md).
         pad = "SAME"
     else:
         pad = [[0, 0], [py, py], [px, px], [0, 0]]
