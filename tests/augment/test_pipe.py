@@ -264,7 +264,7 @@ def test_upfirdn_1d_first_and_second_order_gradients(up, down, pad, flip, impl, 
     test_upfirdn_1d_matches_numpy checks (as the dense form) against the NumPy reference."""
     _force_upfirdn_impl(monkeypatch, impl)
     rng = np.random.default_rng(8)
-    x0 = rng.normal(size=[2, 3, 18, 1])
+    x0 = rng.normal(size=[2, 3, 18, 3])
     f = filters.geom_filter()
     M = filters.upfirdn_matrix(18, f, up=up, down=down, pad=pad, flip_filter=flip)
     x = tf.Variable(x0)
