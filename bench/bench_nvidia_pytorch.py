@@ -1,8 +1,10 @@
-"""Training-iteration benchmark of NVIDIA's stylegan2-ada-pytorch, the reference for issue 4.
+"""Training-iteration benchmark of NVIDIA's stylegan2-ada-pytorch, the reference for issues 4 and 3.
 
 Issue 4 asks sg2ada to reach >= 1.5x the images/s of NVIDIA's PyTorch StyleGAN2-ADA
 (NVlabs/stylegan2-ada-pytorch) on the small32 configuration on the same CPU; this script measures
-NVIDIA's side, bench_training.py ours, in the same way and with the same output keys.
+NVIDIA's side, bench_training.py ours, in the same way and with the same output keys. With
+--aug p0.5 it measures what NVIDIA's own augment pipe adds to that iteration (issue 3's overhead
+target; bench_augment.py --trainer measures ours).
 
 NVIDIA's code is not part of this repository (its licence is non-commercial) and nothing of it is
 copied here: the user supplies a checkout and this script imports its public classes
@@ -13,7 +15,8 @@ each phase zeroing its network's gradients, enabling them, accumulating the loss
 disabling them, replacing non-finite gradient entries (nan -> 0, +-inf -> +-1e5) and taking an Adam
 step; then the G_ema update. Adam uses lr 0.0025, betas (0, 0.99), eps 1e-8, with the lazy-
 regularisation correction (lr * k/(k+1), beta ** (k/(k+1)) for interval k). Precision is fp32
-(no fp16 layers, no conv clamping), there is no augmentation, and there is no data loading: the real
+(no fp16 layers, no conv clamping), there is no augmentation unless --aug p0.5 (NVIDIA's
+AugmentPipe, bgc preset, fixed p = 0.5), and there is no data loading: the real
 batch is one fixed tensor of uniform [-1, 1] images (as bench_training.py feeds a fixed batch) and
 the latents are drawn afresh for every phase. Per-tick work (statistics, snapshots, metrics) is not
 part of an iteration and is not run.
@@ -122,6 +125,22 @@ def _load_nvidia(repo):
     return torch, Generator, Discriminator, StyleGAN2Loss
 
 
+# NVIDIA's bgc preset: every blit, geometric and colour transformation with multiplier 1.
+_BGC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
+        "brightness", "contrast", "lumaflip", "hue", "saturation")
+
+
+def _nvidia_augment_pipe(torch, p):
+    """NVIDIA's AugmentPipe (training/augment.py of the checkout) with the bgc preset at a fixed p."""
+    try:
+        from training.augment import AugmentPipe
+    except Exception as e:  # noqa: BLE001 - the checkout's or its dependencies' (scipy) failure
+        raise SetupError(f"importing NVIDIA's training/augment.py failed: {type(e).__name__}: {e}") from None
+    pipe = AugmentPipe(**{op: 1 for op in _BGC}).train().requires_grad_(False)
+    pipe.p.copy_(torch.as_tensor(p))
+    return pipe
+
+
 def _commit(repo):
     """The checkout's git commit, when it is a git work tree (read-only query)."""
     try:
@@ -136,7 +155,7 @@ class NvidiaIteration:
     """NVIDIA's networks, loss and optimisers for one configuration, and one training iteration over
     them (`step`), with a fixed real batch."""
 
-    def __init__(self, torch, Generator, Discriminator, StyleGAN2Loss, config, batch, seed):
+    def __init__(self, torch, Generator, Discriminator, StyleGAN2Loss, config, batch, seed, aug="noaug"):
         self.torch = torch
         net, hp = CONFIGS[config], TRAINING
         self.batch, self.hp = batch, hp
@@ -152,8 +171,11 @@ class NvidiaIteration:
         self.G = G.train().requires_grad_(False)
         self.D = D.train().requires_grad_(False)
         self.G_ema = copy.deepcopy(self.G).eval()
+        augment_pipe = None
+        if aug == "p0.5":
+            augment_pipe = _nvidia_augment_pipe(torch, 0.5)
         self.loss = StyleGAN2Loss(device=torch.device("cpu"), G_mapping=self.G.mapping, G_synthesis=self.G.synthesis,
-                                  D=self.D, augment_pipe=None, style_mixing_prob=hp["style_mixing_prob"],
+                                  D=self.D, augment_pipe=augment_pipe, style_mixing_prob=hp["style_mixing_prob"],
                                   r1_gamma=hp["r1_gamma"], pl_weight=hp["pl_weight"])
 
         # One Adam per network, shared by its main and regularisation phases, with the lazy-
@@ -219,7 +241,7 @@ def run(a):
     torch, Generator, Discriminator, StyleGAN2Loss = _load_nvidia(a.nvidia_repo)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    it = NvidiaIteration(torch, Generator, Discriminator, StyleGAN2Loss, a.config, a.batch, a.seed)
+    it = NvidiaIteration(torch, Generator, Discriminator, StyleGAN2Loss, a.config, a.batch, a.seed, a.aug)
 
     t0 = time.perf_counter()
     for _ in range(a.warmup):
@@ -237,7 +259,7 @@ def run(a):
     load = round(os.getloadavg()[0], 2)
     repo = os.path.abspath(os.path.expanduser(a.nvidia_repo))
     return dict(impl="nvidia-stylegan2-ada-pytorch", nvidia_repo=repo, nvidia_commit=_commit(repo),
-                config=a.config, precision="fp32", aug="noaug", batch=a.batch, torch=torch.__version__,
+                config=a.config, precision="fp32", aug=a.aug, batch=a.batch, torch=torch.__version__,
                 threads=torch.get_num_threads(), load_avg=load, warmup=a.warmup, iters=a.iters,
                 first_timed_iter=first_timed, phase_counts=counts, warmup_s=round(warmup_s, 1),
                 sec_per_iter=round(dt, 4), iters_per_s=round(1 / dt, 3), images_per_s=round(a.batch / dt, 2),
@@ -255,6 +277,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5, help="untimed iterations (the first runs every phase)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aug", choices=["noaug", "p0.5"], default="noaug",
+                    help="p0.5: NVIDIA's AugmentPipe, bgc preset, fixed p = 0.5 (as bench_training.py --aug p0.5)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     if a.iters < 1 or a.warmup < 0 or (a.threads is not None and a.threads < 1):
