@@ -125,7 +125,9 @@ def _load_nvidia(repo):
     return torch, Generator, Discriminator, StyleGAN2Loss
 
 
-# NVIDIA's bgc preset: every blit, geometric and colour transformation with multiplier 1.
+# NVIDIA's bgc preset: every blit, geometric and colour transformation with multiplier 1 (the same
+# set as sg2ada.augment.PRESETS['bgc'], spelled out so that this torch-only process never imports
+# TensorFlow, whose threads would compete with PyTorch's during the timing).
 _BGC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
         "brightness", "contrast", "lumaflip", "hue", "saturation")
 
