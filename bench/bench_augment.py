@@ -132,11 +132,11 @@ def bench_trainer_overhead(config, cycles, cycle_iters, mode, batch):
     trainers, iters = {}, {}
     for name, aug in (("without_pipe", "noaug"), ("with_pipe", "p0.5")):
         opts = _opts(config, "fp32", mode, 1, batch, aug)
-        t = Trainer(opts)
+        t = Trainer(opts, tf.distribute.get_strategy())
         res, ch = opts.G.img_resolution, opts.G.img_channels
         img = np.random.RandomState(0).uniform(-1, 1, [opts.batch_gpu, res, res, ch]).astype(np.float32)
         ds = tf.data.Dataset.from_tensors((img, np.zeros([opts.batch_gpu, 0], np.float32))).repeat()
-        trainers[name], iters[name] = t, t.distribute_dataset(ds)
+        trainers[name], iters[name] = t, iter(ds)
         t0 = time.perf_counter()
         for _ in range(cycle_iters):  # the first iteration traces every phase; finish the cycle
             _ = [float(v) for v in t.step(iters[name]).values()]

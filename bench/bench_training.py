@@ -122,7 +122,7 @@ def run_one(config, mode, precision, replicas, batch, iters, warmup, aug="noaug"
     res = opts.G.img_resolution
     img = np.random.RandomState(0).uniform(-1, 1, [batch, res, res, 3]).astype(np.float32)
     ds = tf.data.Dataset.from_tensors((img, np.zeros([batch, 0], np.float32))).repeat()
-    it = t.distribute_dataset(ds)
+    it = iter(strategy.experimental_distribute_dataset(ds))
     t0 = time.perf_counter()
     for _ in range(warmup):
         {k: float(v) for k, v in t.step(it).items()}

@@ -114,12 +114,3 @@ def test_train_then_continue_the_same_run(shapes, tmp_path, capsys):
     assert json.loads((run / "training_options.json").read_text())["total_kimg"] == 0.032
     assert len(list((run / "checkpoints").glob("*.index"))) == 2  # --keep 2 survives the restart
     assert np.isfinite(stats[-1]["Loss/G/loss"]["mean"])
-
-
-def test_metrics_default_is_nvidias_for_new_runs_only():
-    from sg2ada.cli.train import _loop_options
-
-    assert _loop_options({})["metrics"] == ["fid50k_full"]  # a new run, as NVIDIA's train.py
-    assert _loop_options({"metrics": "none"})["metrics"] == []
-    assert _loop_options({}, {"metrics": []})["metrics"] == []  # a continued run keeps its own choice
-    assert _loop_options({"metrics": "kid50k_full"}, {"metrics": []})["metrics"] == ["kid50k_full"]

@@ -26,7 +26,7 @@ def test_auto_preset_values_follow_nvidia():
 
 def test_fixed_preset_batch_gpu_is_batch_over_ref_gpus():
     o = resolve_options(**GEOM, cfg="stylegan2")
-    assert o.batch_size == 32 and o.batch_gpu == 4 and o.num_rounds() == 8
+    assert o.batch_size == 32 and o.batch_gpu == 4 and o.num_rounds(1) == 8
     o = resolve_options(**GEOM, cfg="stylegan2", batch=16, num_replicas=2)
     assert o.batch_gpu == 8 and o.num_rounds(2) == 1
 
@@ -87,11 +87,53 @@ def test_fixed_aug_with_p():
 
 
 def test_json_round_trip():
-    o = resolve_options(**GEOM, cfg="tiny", cond=False, freezed=2, xla=True)
+    o = resolve_options(**GEOM, cfg="tiny", cond=False, freezed=2, xla=True, metrics="none", tick=2, snap=3)
     s = o.to_json()
-    json.loads(s)
+    assert json.loads(s)["kimg_per_tick"] == 2 and json.loads(s)["metrics"] == []
     back = TrainingOptions.from_json(s)
     assert back == o
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("{}", "lacks data"),
+    ('{"data": "x"', "not valid JSON"),
+    ("[]", "does not hold an options object"),
+])
+def test_damaged_options_file_is_one_line_naming_it(text, msg):
+    with pytest.raises(UserError, match=msg) as e:
+        TrainingOptions.from_json(text, where="runs/00001/training_options.json")
+    assert "runs/00001/training_options.json" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_field_is_refused():
+    d = resolve_options(**GEOM, cfg="tiny").to_dict()
+    d["from_the_future"] = 1
+    with pytest.raises(UserError, match="unknown fields from_the_future"):
+        TrainingOptions.from_dict(d)
+
+
+def test_batch_splits_over_any_cluster_shape():
+    """batch_gpu is a per-device ceiling: more devices take fewer images each, the global batch stays."""
+    o = resolve_options(**GEOM, cfg="tiny", batch=8)  # resolved on 1 device: batch_gpu 8, 1 round
+    assert (o.batch_per_device(1), o.num_rounds(1)) == (8, 1)
+    assert (o.batch_per_device(2), o.num_rounds(2)) == (4, 1)
+    assert (o.batch_per_device(8), o.num_rounds(8)) == (1, 1)
+    o = o.continued(batch_gpu=2)  # a smaller device on resume: 4 rounds of 2
+    assert (o.batch_per_device(1), o.num_rounds(1)) == (2, 4)
+    with pytest.raises(UserError, match="cannot be split evenly over 3 replicas"):
+        o.batch_per_device(3)
+
+
+def test_metrics_default_is_nvidias_for_new_runs_and_kept_on_resume():
+    o = resolve_options(**GEOM, cfg="tiny")
+    assert o.metrics == ("fid50k_full",)  # a new run, as NVIDIA's train.py
+    o = resolve_options(**GEOM, cfg="tiny", metrics="none")
+    assert o.metrics == ()
+    assert o.continued().metrics == ()  # a continued run keeps its own choice
+    assert o.continued(metrics="kid50k_full").metrics == ("kid50k_full",)
+    assert o.continued(kimg=7, tick=0.5, keep=2).total_kimg == 7
+    with pytest.raises(UserError, match="--keep"):
+        o.continued(keep=0)
 
 
 @pytest.mark.parametrize("arch, expected", [
@@ -118,11 +160,13 @@ def test_p_max_is_checked_and_reaches_the_controller():
         with pytest.raises(UserError, match=msg):
             resolve_options(**GEOM, **bad)
 
+    import tensorflow as tf
+
     from sg2ada.training.trainer import Trainer
 
     tiny = resolve_options(resolution=16, img_channels=3, label_dim=0, cfg="tiny", batch=4, p_max=0.01,
                            ada_kimg=0.001)
-    t = Trainer(tiny)
+    t = Trainer(tiny, tf.distribute.get_strategy())
     assert t.ada.p_max == 0.01
     # r_t = 1 > target: an unbounded step would add 4 * 4 / 1 = 16 to p.
     t.ada.add_signs([4.0, 4.0])

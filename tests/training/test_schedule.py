@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from sg2ada.training.trainer import ada_adjust, ema_beta, lazy_adam_params, make_phases
+from sg2ada.training.trainer import ema_beta, lazy_adam_params, make_phases
 
 
 def test_phase_list_and_intervals():
@@ -52,11 +52,3 @@ def test_ema_beta_half_life_and_rampup():
     # Ramp-up: ema_nimg = min(ema_kimg*1000, cur_nimg*rampup).
     assert ema_beta(32, 100_000, 10, 0.05) == pytest.approx(0.5 ** (32 / 5000))
     assert ema_beta(32, 100_000, 10, None) == pytest.approx(0.5 ** (32 / 10_000))
-
-
-def test_ada_adjust():
-    # batch 64, interval 4, ada_kimg 500: p moves by 64*4/500000 per update.
-    assert ada_adjust(0.9, 0.6, 64, 4, 500) == pytest.approx(64 * 4 / 500_000)
-    assert ada_adjust(0.1, 0.6, 64, 4, 500) == pytest.approx(-64 * 4 / 500_000)
-    assert ada_adjust(0.6, 0.6, 64, 4, 500) == 0
-    assert math.isclose(ada_adjust(1.0, 0.6, 64, 4, 100) * 100_000 / (64 * 4), 1.0)

@@ -18,18 +18,11 @@ Exit status: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGINT after saving a che
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import os
 
 from sg2ada.errors import UserError
 
 HELP = "train a StyleGAN2-ADA model (NVIDIA's train.py options); --dry-run shows the resolved options"
-
-# Options that may change when continuing a run; everything else comes from its training_options.json.
-DEFAULT_METRICS = "fid50k_full"
-CONTINUE_OVERRIDES = ("kimg", "snap", "tick", "metrics", "keep", "backup_uri", "time_limit")
-LOOP_KEYS = ("kimg_per_tick", "snap", "metrics", "keep", "backup_uri", "run_dir", "run_desc")
 
 
 def _bool(text) -> bool:
@@ -105,92 +98,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Resolving
+# Running
 
 
-def _given(args) -> dict:
-    """The options the user actually gave (argparse leaves the others at None)."""
-    skip = {"command", "_run", "dry_run", "outdir"}
-    return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
-
-
-def _metrics_list(text) -> list[str]:
-    if text is None:
-        return []
-    try:
-        from sg2ada.metrics import parse_metric_list
-    except ImportError:
-        names = [s.strip() for s in str(text).split(",") if s.strip() and s.strip().lower() != "none"]
-        if names:
-            raise UserError(f"--metrics {text}: metrics are not available in this build; use --metrics none") from None
-        return []
-    return parse_metric_list(text)
-
-
-def _resolve(given: dict, num_replicas: int):
-    from sg2ada.training.options import resolve_options
-
-    accepted = set(inspect.signature(resolve_options).parameters)
-    kw = {k: v for k, v in given.items() if k in accepted}
-    for k in ("mirror", "cond", "fp32"):
-        if k in kw:
-            kw[k] = bool(kw[k])
-    kw["num_replicas"] = num_replicas
-    if "seed" not in kw:
-        kw["seed"] = 0
-    return resolve_options(**kw)
-
-
-def _desc(given: dict, opts, num_replicas: int) -> str:
-    from sg2ada.training.run_dir import run_desc
-
-    return run_desc(given["data"], cfg=given.get("cfg", "auto"), gpus=num_replicas, cond=bool(given.get("cond")),
-                    subset=given.get("subset"), mirror=bool(given.get("mirror")), gamma=given.get("gamma"),
-                    kimg=given.get("kimg"), batch=given.get("batch"), aug=given.get("aug"), p=given.get("p"),
-                    target=given.get("target"), augpipe=given.get("augpipe"), resume=given.get("resume"),
-                    freezed=given.get("freezed"))
-
-
-def _loop_options(given: dict, base: dict | None = None) -> dict:
-    base = dict(base or {})
-    out = {
-        "kimg_per_tick": float(given.get("tick", base.get("kimg_per_tick", 4))),
-        "snap": int(given.get("snap", base.get("snap", 50))),
-        # NVIDIA's default for a new run is fid50k_full; a continued run keeps what it was started with.
-        # Without the Inception file (offline) the metric is skipped with a warning and training goes on.
-        "metrics": (_metrics_list(given["metrics"]) if "metrics" in given
-                    else list(base.get("metrics", [])) if base else _metrics_list(DEFAULT_METRICS)),
-        "keep": int(given.get("keep", base.get("keep", 5))),
-        "backup_uri": given.get("backup_uri", base.get("backup_uri")),
-    }
-    if given.get("time_limit") is not None and given["time_limit"] <= 0:  # per session, not saved
-        raise UserError("--time-limit must be a positive number of minutes")
-    if out["snap"] < 1:
-        raise UserError("--snap must be at least 1")
-    if out["kimg_per_tick"] <= 0:
-        raise UserError("--tick must be a positive number of kimg")
-    if out["keep"] < 1:
-        raise UserError("--keep must be at least 1")
-    return out
-
-
-def _find_run_to_continue(resume: str, outdir: str | None, dry_run: bool = False) -> str | None:
-    """The run directory `--resume` names, or None when it names weights (transfer learning)."""
+def _run_to_continue(resume: str | None, outdir: str | None, dry_run: bool) -> str | None:
+    """The run directory `--resume` names, or None when it names weights (transfer learning) or when
+    `--resume latest` finds no run yet (so a restarted job can use one command from its first start)."""
     from sg2ada.training.run_dir import CHECKPOINT_SUBDIR, is_run_dir, latest_run_dir
 
+    if resume is None or resume == "noresume":  # NVIDIA's spelling of "no transfer learning"
+        return None
     if resume == "latest":
         if not outdir:
             raise UserError("--resume latest needs --outdir to look in")
         found = latest_run_dir(outdir)
-        if found is None:  # lets a restarted job use one command line from its very first start
+        if found is None:
             print(f"Note: --resume latest: no run with checkpoints in {outdir} yet; starting a new run")
         return found
     if os.path.isdir(resume) and (is_run_dir(resume) or os.path.isdir(os.path.join(resume, CHECKPOINT_SUBDIR))):
         if not is_run_dir(resume):
             raise UserError(f"--resume {resume}: training_options.json is missing, so the run cannot be continued")
         return os.path.abspath(resume)
-    if resume == "noresume":  # NVIDIA's spelling of "no transfer learning"
-        return None
     from sg2ada.training.transfer import check_resume_spec
 
     # Names and URLs are checked without the network (the download comes later, and never in a dry
@@ -199,91 +127,69 @@ def _find_run_to_continue(resume: str, outdir: str | None, dry_run: bool = False
     return None
 
 
-def _planned_strategy(name: str, dry_run: bool):
-    """(strategy or None, replica count). A dry run only counts the replicas: building a multi-worker
-    strategy would wait for the other workers to join."""
-    from sg2ada.training import distribute
-
-    if not dry_run:
-        strategy = distribute.make_strategy(name)
-        return strategy, int(strategy.num_replicas_in_sync)
-    import tensorflow as tf
-
-    local = max(len(tf.config.list_logical_devices("GPU")), 1)
-    cluster = distribute.tf_config_cluster() if name in ("auto", "multiworker") else None
-    if name == "multiworker" and cluster is None:
-        raise UserError("--strategy multiworker needs TF_CONFIG describing a cluster of >1 tasks")
-    if cluster is not None:
-        tasks = sum(len(v) for k, v in cluster["cluster"].items() if k in ("chief", "worker"))
-        return None, tasks * local
-    return None, 1 if name == "default" else local
-
-
-def _print_summary(opts_dict: dict, run_dir: str, num_replicas: int) -> None:
+def _print_summary(opts, run_dir: str, num_replicas: int) -> None:
     print("\nTraining options:")
-    print(json.dumps(opts_dict, indent=2, default=str))
-    print()
+    print(opts.to_json())
     print(f"Output directory:   {run_dir}")
-    print(f"Training data:      {opts_dict.get('data')}")
-    print(f"Training duration:  {opts_dict.get('total_kimg'):g} kimg")
+    print(f"Training data:      {opts.data}")
+    print(f"Training duration:  {opts.total_kimg:g} kimg")
     print(f"Number of replicas: {num_replicas}")
-    print(f"Image resolution:   {opts_dict.get('resolution')}")
-    print(f"Conditional model:  {bool(opts_dict.get('c_dim'))}")
-    print(f"Dataset x-flips:    {opts_dict.get('mirror')}")
+    print(f"Image resolution:   {opts.resolution}")
+    print(f"Conditional model:  {bool(opts.c_dim)}")
+    print(f"Dataset x-flips:    {opts.mirror}")
     print()
 
 
 def main(args) -> int:
-    from sg2ada.training.run_dir import (
-        create_run_dir,
-        next_run_dir,
-        read_options,
-        write_options,
-    )
+    from sg2ada.training import distribute
+    from sg2ada.training.options import CONTINUE_OVERRIDES, resolve_options
+    from sg2ada.training.run_dir import create_run_dir, find_run_dir, next_run_dir, read_options, run_desc
     from sg2ada.training.training_loop import training_loop
 
-    given = _given(args)
-    continue_dir = _find_run_to_continue(given["resume"], args.outdir, args.dry_run) if "resume" in given else None
-    if given.get("resume") == "latest" and continue_dir is None:
-        del given["resume"]  # nothing to continue: an ordinary new run
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("command", "_run", "dry_run", "outdir")}
 
-    from sg2ada.training.options import TrainingOptions
-
+    # ---- What to train: a run to continue, or a new run --------------------------------------
+    continue_dir = _run_to_continue(given.get("resume"), args.outdir, args.dry_run)
     if continue_dir:
         saved = read_options(continue_dir)
         ignored = sorted(k for k in given if k not in CONTINUE_OVERRIDES + ("resume",))
         if ignored:
             print(f"Note: continuing {continue_dir} with its own options; ignoring "
                   f"{', '.join('--' + k.replace('_', '-') for k in ignored)}")
-        opts = TrainingOptions.from_dict(saved)
-        if "kimg" in given:
-            if given["kimg"] <= 0:
-                raise UserError("--kimg must be positive")
-            opts = opts.replace(total_kimg=float(given["kimg"]))
-        loop = _loop_options(given, saved)
-        strategy, num_replicas = _planned_strategy(opts.strategy, args.dry_run)
-        if num_replicas != opts.num_replicas:
-            print(f"Note: the run was started with {opts.num_replicas} replica(s), now {num_replicas}; "
-                  "the global batch stays the same")
-            opts = opts.replace(num_replicas=num_replicas)
-        run_dir = continue_dir
+        opts = saved.continued(**{k: v for k, v in given.items() if k in CONTINUE_OVERRIDES})
     else:
+        if given.get("resume") == "latest":
+            del given["resume"]  # nothing to continue: an ordinary new run
         if not args.outdir:
             raise UserError("--outdir is required for a new run (where to make the run directory)")
         if "data" not in given:
             raise UserError("--data is required: a dataset folder made by `sg2ada dataset`")
-        if not os.path.exists(given["data"]) and not str(given["data"]).startswith(("gs://", "s3://")):
+        if not os.path.exists(given["data"]) and "://" not in given["data"] and \
+                not given["data"].startswith("builtin:"):
             raise UserError(f"--data {given['data']}: no such dataset; make one with "
                             "`sg2ada dataset --source ... --dest DIR`")
-        strategy, num_replicas = _planned_strategy(given.get("strategy", "auto"), args.dry_run)
-        opts = _resolve(given, num_replicas)
-        loop = _loop_options(given)
-        run_dir = next_run_dir(args.outdir, _desc(given, opts, num_replicas))
 
-    transfer = given.get("resume") if (not continue_dir and given.get("resume") not in (None, "noresume")) else None
-    opts_dict = dict(opts.to_dict(), **loop)
-    _print_summary(opts_dict, run_dir, num_replicas)
+    # ---- Devices (a dry run only counts them: a cluster would wait for all its workers) ---------
+    strategy_name = opts.strategy if continue_dir else given.get("strategy", "auto")
     if args.dry_run:
+        strategy, num_replicas = None, distribute.count_replicas(strategy_name)
+    else:
+        strategy = distribute.make_strategy(strategy_name)
+        num_replicas = int(strategy.num_replicas_in_sync)
+    if not continue_dir:
+        opts = resolve_options(num_replicas=num_replicas, **given)
+    opts.batch_per_device(num_replicas)  # the global batch must split over these devices
+
+    # ---- The run directory: chosen and made by the chief alone, learnt by the other workers ----
+    transfer = opts.resume if not continue_dir and opts.resume else None
+    desc = run_desc(opts.data, cfg=opts.cfg, gpus=num_replicas, cond=opts.cond, subset=opts.subset,
+                    mirror=opts.mirror, gamma=given.get("gamma"), kimg=given.get("kimg"),
+                    batch=given.get("batch"), aug=given.get("aug"), p=given.get("p"),
+                    target=given.get("target"), augpipe=given.get("augpipe"), resume=given.get("resume"),
+                    freezed=given.get("freezed"))
+    if args.dry_run:
+        _print_summary(opts, continue_dir or next_run_dir(args.outdir, desc), num_replicas)
         if transfer is not None:
             from sg2ada.training.transfer import describe_resume
 
@@ -295,23 +201,16 @@ def main(args) -> int:
 
         # Before the run directory exists, so a failed download leaves no empty run behind.
         transfer = resolve_resume_weights(transfer)
-
-    if not continue_dir:
+    chief = distribute.is_chief(strategy)
+    run_dir = continue_dir
+    if run_dir is None and chief:
         print("Creating output directory...")
-        run_dir = create_run_dir(args.outdir, os.path.basename(run_dir).split("-", 1)[1])
-        opts_dict["run_dir"] = os.path.abspath(run_dir)
-        write_options(run_dir, opts_dict)
-    else:
-        write_options(run_dir, dict(read_options(run_dir), **loop, total_kimg=opts.total_kimg))
-
-    # A continued run restores the newest readable checkpoint of its own directory (if it has none
-    # yet, because it was stopped before its first tick, it starts again from the beginning).
-    settings = _settings(loop)
-    if given.get("time_limit") is not None:
-        settings["time_limit_sec"] = float(given["time_limit"]) * 60
-    return training_loop(opts, run_dir, strategy=strategy, transfer_from=transfer, **settings)
-
-
-def _settings(loop: dict) -> dict:
-    return {"kimg_per_tick": loop["kimg_per_tick"], "snap": loop["snap"], "metrics": loop["metrics"],
-            "keep": loop["keep"], "backup_uri": loop["backup_uri"]}
+        run_dir = create_run_dir(args.outdir, desc)
+    if distribute.num_workers(strategy) > 1:
+        # Every worker must train the chief's run: `latest` and a new run's number are its choice.
+        outdir = os.path.dirname(run_dir) if run_dir else args.outdir
+        run_id = distribute.broadcast_from_chief(strategy, int(os.path.basename(run_dir)[:5]) if chief else 0)
+        run_dir = find_run_dir(outdir or os.path.dirname(continue_dir), run_id)
+    if chief:
+        _print_summary(opts, run_dir, num_replicas)
+    return training_loop(opts, run_dir, strategy, transfer_from=transfer)

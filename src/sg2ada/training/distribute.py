@@ -33,9 +33,27 @@ def tf_config_cluster() -> dict | None:
     return cfg if n > 1 else None
 
 
+def _local_devices() -> list[str]:
+    """The devices this process trains on: its GPUs, else its CPU split into SG2ADA_CPU_DEVICES
+    logical devices (default 1), which lets a CPU-only machine run the multi-replica code path."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [d.name for d in gpus]
+    n = int(os.environ.get("SG2ADA_CPU_DEVICES", "1") or 1)
+    cpus = tf.config.list_logical_devices("CPU")
+    if n > 1 and len(cpus) < n:
+        try:
+            tf.config.set_logical_device_configuration(
+                tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * n)
+            cpus = tf.config.list_logical_devices("CPU")
+        except RuntimeError:  # TensorFlow's devices are fixed once initialised
+            raise UserError("SG2ADA_CPU_DEVICES must be set before TensorFlow starts") from None
+    return [d.name for d in cpus[:max(n, 1)]]
+
+
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """`auto`: MultiWorkerMirrored when TF_CONFIG names a cluster, else Mirrored over the local
-    GPUs (or the CPU when there is none); `default`: no distribution (the default strategy)."""
+    devices; `default`: no distribution (TensorFlow's default strategy)."""
     if name == "auto":
         name = "multiworker" if tf_config_cluster() else "mirrored"
     if name == "multiworker":
@@ -43,23 +61,49 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
             raise UserError("--strategy multiworker needs TF_CONFIG describing a cluster of >1 tasks")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        if gpus:
-            return tf.distribute.MirroredStrategy([d.name for d in gpus])
-        # One replica on the first CPU: MirroredStrategy keeps one code path for 1 and N replicas.
-        return tf.distribute.MirroredStrategy([tf.config.list_logical_devices("CPU")[0].name])
+        # Also for one device: MirroredStrategy keeps one code path for 1 and N replicas.
+        return tf.distribute.MirroredStrategy(_local_devices())
     if name == "default":
         return tf.distribute.get_strategy()
     raise UserError(f"unknown --strategy {name!r}; choose auto, mirrored, multiworker or default")
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the process that writes files (worker 0 / the only process)."""
+def count_replicas(name: str = "auto") -> int:
+    """The replica count `make_strategy(name)` would give, without joining a cluster (dry runs)."""
+    cluster = tf_config_cluster() if name in ("auto", "multiworker") else None
+    if name == "multiworker" and cluster is None:
+        raise UserError("--strategy multiworker needs TF_CONFIG describing a cluster of >1 tasks")
+    local = len(_local_devices())
+    if cluster is not None:
+        return local * sum(len(v) for k, v in cluster["cluster"].items() if k in ("chief", "worker"))
+    return 1 if name == "default" else local
+
+
+def num_workers(strategy) -> int:
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(sum(len(v) for k, v in spec.items() if k in ("chief", "worker")), 1)
+
+
+def is_chief(strategy) -> bool:
+    """True on the process that writes files: the `chief` task, else worker 0, else the only process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or num_workers(strategy) == 1:
         return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                            and "chief" not in (resolver.cluster_spec().as_dict() or {}))
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def broadcast_from_chief(strategy, value: int) -> int:
+    """The chief's `value` on every worker (a collective: every worker must call it)."""
+    chief = is_chief(strategy)
+
+    def fn():
+        first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+        return tf.where(tf.logical_and(first, chief), tf.constant(value, tf.int64), tf.constant(0, tf.int64))
+
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(fn), axis=None))
 
 
 # Purposes of random draws; values are part of the seed derivation, so never renumber them.

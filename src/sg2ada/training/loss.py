@@ -62,16 +62,13 @@ class StyleGAN2Loss:
     caller's `gain / global_count` scaling).
     """
 
-    def __init__(self, G, D, augment=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=2.0,
-                 pl_batch_shrink=2, pl_decay=0.01):
+    def __init__(self, G, D, augment=None, r1_gamma=10.0, style_mixing_prob=0.9, pl_weight=2.0):
         self.G = G
         self.D = D
         self.augment = augment
         self.r1_gamma = float(r1_gamma)
         self.style_mixing_prob = float(style_mixing_prob)
         self.pl_weight = float(pl_weight)
-        self.pl_batch_shrink = int(pl_batch_shrink)
-        self.pl_decay = float(pl_decay)
 
     # ---- network passes ----
     def run_G(self, z, c, mix_z=None, cutoff=None, noise_seed=None):

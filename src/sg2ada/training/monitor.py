@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from sg2ada.training.run_dir import atomic_write_text
+
 STATS_FILE = "stats.jsonl"
 
 
@@ -202,10 +204,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _line_nimg(line: str) -> float:
+    """cur_nimg of a stats.jsonl line (a damaged line counts as past everything, so it is dropped)."""
+    try:
+        return round(json.loads(line)["Progress/kimg"]["mean"] * 1000)
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class Monitor:
     """Writes `stats.jsonl` and TensorBoard summaries into the run directory (chief only)."""
 
-    def __init__(self, run_dir: str, *, chief: bool = True):
+    def __init__(self, run_dir: str, *, chief: bool = True, cur_nimg: int = 0):
         self.run_dir = run_dir
         self.chief = chief
         self._jsonl = None
@@ -214,8 +224,17 @@ class Monitor:
             return
         import tensorflow as tf
 
-        # Appending keeps one continuous history across resumes of the same run.
-        self._jsonl = open(os.path.join(run_dir, STATS_FILE), "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        # Appending keeps one continuous history across resumes of the same run; lines written after
+        # the checkpoint being resumed (by a run killed before its next checkpoint) are dropped, as
+        # those ticks are trained again. TensorBoard drops such orphaned steps by itself.
+        path = os.path.join(run_dir, STATS_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines(keepends=True)
+            kept = [line for line in lines if _line_nimg(line) <= cur_nimg]
+            if len(kept) != len(lines):
+                atomic_write_text(path, "".join(kept))
+        self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         self._writer = tf.summary.create_file_writer(run_dir)
 
     def write_hparams(self, options: dict, metrics: dict | None = None) -> None:

@@ -2,9 +2,11 @@
 `train.py` checks them (stylegan2-ada-pytorch `train.py: setup_training_loop_kwargs`, and the
 `--batch-gpu/--glr/--dlr/--map/--mbstd-group/--cbase/--cmax` overrides of its successor).
 
-`resolve_options(**cli_values)` is the single place where user input becomes a `TrainingOptions`;
-everything downstream (Trainer, training loop, `training_options.json`) reads the frozen result.
-Bad combinations raise `UserError` with one line naming the option at fault.
+`resolve_options(**cli_values)` is the single place where user input becomes a `TrainingOptions`,
+the one typed configuration of a run: the CLI writes it whole as `training_options.json`, reads it
+back whole on `--resume` (`continued()` applies the few options a resume may change), and the
+training loop and the Trainer read nothing else. Bad combinations raise `UserError` with one line
+naming the option at fault.
 """
 
 from __future__ import annotations
@@ -25,91 +27,152 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 STRATEGIES = ("auto", "mirrored", "multiworker", "default")
 
 
+# Options a continued run may change; everything else comes from its training_options.json. The
+# cluster-shape options are among them: a checkpoint resumes on any number of hosts and devices.
+CONTINUE_OVERRIDES = ("kimg", "tick", "snap", "metrics", "keep", "backup_uri", "time_limit", "batch_gpu",
+                      "strategy", "xla")
+DEFAULT_METRICS = ("fid50k_full",)  # NVIDIA's default for a new run
+
+
 @dataclass(frozen=True)
 class TrainingOptions:
+    """One run's whole configuration: written as training_options.json, read back on --resume."""
+
     # Dataset.
-    data: str | None = None
-    resolution: int = 32
-    img_channels: int = 3
-    c_dim: int = 0  # 0 unless --cond
-    cond: bool = False
-    mirror: bool = False
-    subset: int | None = None
+    data: str | None
+    resolution: int
+    img_channels: int
+    c_dim: int  # 0 unless --cond
+    cond: bool
+    mirror: bool
+    subset: int | None
     # Base config.
-    cfg: str = "auto"
-    total_kimg: float = 25000
-    batch_size: int = 32  # global minibatch, NVIDIA's `batch_size`
-    batch_gpu: int = 4  # images per replica per round; batch_size / (batch_gpu * replicas) rounds
-    num_replicas: int = 1  # the replica count the options were resolved for (`auto` depends on it)
-    G: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
-    D: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
+    cfg: str
+    total_kimg: float
+    batch_size: int  # global minibatch, NVIDIA's `batch_size`
+    # Most images per device per accumulation round (NVIDIA's `batch_gpu`). A cluster with more
+    # devices uses fewer (batch_size / replicas), so the same run fits any cluster shape.
+    batch_gpu: int
+    G: GeneratorConfig
+    D: DiscriminatorConfig
     # Optimisation (Adam, NVIDIA's betas/eps; lazy regularisation intervals of the StyleGAN2 paper).
-    glr: float = 0.0025
-    dlr: float = 0.0025
-    betas: tuple[float, float] = (0.0, 0.99)
-    eps: float = 1e-8
-    G_reg_interval: int | None = 4
-    D_reg_interval: int | None = 16
+    glr: float
+    dlr: float
+    betas: tuple[float, float]
+    eps: float
+    G_reg_interval: int | None
+    D_reg_interval: int | None
     # Loss.
-    r1_gamma: float = 10.0
-    pl_weight: float = 2.0
-    pl_decay: float = 0.01
-    pl_batch_shrink: int = 2
-    style_mixing_prob: float = 0.9
+    r1_gamma: float
+    pl_weight: float
+    pl_decay: float
+    pl_batch_shrink: int
+    style_mixing_prob: float
     # G_ema.
-    ema_kimg: float = 10.0
-    ema_rampup: float | None = 0.05
+    ema_kimg: float
+    ema_rampup: float | None
     # Augmentation.
-    aug: str = "ada"
-    augpipe: str = "bgc"
-    augment_p: float = 0.0
-    ada_target: float | None = 0.6
-    ada_interval: int = 4
-    ada_kimg: float = 500
-    ada_p_max: float | None = None  # optional ceiling on p (ours; NVIDIA has none): None = no limit
+    aug: str
+    augpipe: str
+    augment_p: float
+    ada_target: float | None
+    ada_interval: int
+    ada_kimg: float
+    ada_p_max: float | None  # optional ceiling on p (ours; NVIDIA has none): None = no limit
     # Transfer learning.
-    resume: str | None = None
-    freezed: int = 0
+    resume: str | None
+    freezed: int
     # Performance / reproducibility.
-    seed: int = 0
-    precision: str = "fp32"
-    xla: bool | None = None  # None: decided by the Trainer (see trainer.default_xla)
-    strategy: str = "auto"
+    seed: int
+    precision: str
+    xla: bool | None  # None: on GPUs (see trainer.default_xla)
+    strategy: str
+    # Loop (NVIDIA's training_loop arguments): ticks, snapshots, metrics, checkpoints, backups.
+    kimg_per_tick: float
+    snap: int  # ticks between image grids + network snapshots
+    metrics: tuple[str, ...]
+    keep: int  # checkpoints to keep
+    backup_uri: str | None
+    time_limit_min: float | None  # end this session after this much training (then --resume)
 
     # ---- serialisation ----
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["metrics"] = list(self.metrics)
         return d
 
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainingOptions":
+    def from_dict(cls, d: dict, where: str = "training options") -> "TrainingOptions":
+        """The options exactly as written; a missing or unknown field is a UserError naming `where`."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where} does not hold an options object; restore it from a backup")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        unknown = sorted(set(d) - set(names))
+        if missing or unknown:
+            what = f"lacks {', '.join(missing[:3])}" if missing else f"has unknown fields {', '.join(unknown[:3])}"
+            raise UserError(f"{where} {what}: it was not written by this version of sg2ada train; "
+                            "restore it from a backup or start a new run")
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}  # tolerate fields added by later versions
-        if "G" in d and isinstance(d["G"], dict):
+        try:
             d["G"] = GeneratorConfig.from_dict(d["G"])
-        if "D" in d and isinstance(d["D"], dict):
             d["D"] = DiscriminatorConfig.from_dict(d["D"])
-        if "betas" in d:
             d["betas"] = tuple(d["betas"])
+            d["metrics"] = tuple(d["metrics"])
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise UserError(f"{where} has a malformed network configuration ({e}); restore it from a backup") from None
         return cls(**d)
 
     @classmethod
-    def from_json(cls, s: str) -> "TrainingOptions":
-        return cls.from_dict(json.loads(s))
+    def from_json(cls, text: str, where: str = "training options") -> "TrainingOptions":
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise UserError(f"{where} is not valid JSON ({e}); it may be truncated: restore it from a "
+                            "backup (--backup-uri) or start a new run") from None
+        return cls.from_dict(d, where)
 
     def replace(self, **changes) -> "TrainingOptions":
         return dataclasses.replace(self, **changes)
 
+    def continued(self, **given) -> "TrainingOptions":
+        """These options with what a continued run may change (CONTINUE_OVERRIDES, None = keep)."""
+        given = {k: v for k, v in given.items() if v is not None}
+        bad = sorted(set(given) - set(CONTINUE_OVERRIDES))
+        if bad:
+            raise ValueError(f"options a continued run cannot change: {bad}")
+        loop = _loop_values(tick=given.get("tick", self.kimg_per_tick), snap=given.get("snap", self.snap),
+                            metrics=given.get("metrics", self.metrics), keep=given.get("keep", self.keep),
+                            time_limit=given.get("time_limit"))
+        changes = dict(loop, backup_uri=given.get("backup_uri", self.backup_uri))
+        if "kimg" in given:
+            changes["total_kimg"] = _check_float("kimg", given["kimg"], lo=1e-9)
+        if "batch_gpu" in given:
+            changes["batch_gpu"] = _check_int("batch-gpu", given["batch_gpu"], 1)
+        if "strategy" in given:
+            changes["strategy"] = _check_choice("strategy", given["strategy"], STRATEGIES)
+        if "xla" in given:
+            changes["xla"] = bool(given["xla"])
+        return self.replace(**changes)
+
     # ---- derived values ----
-    def num_rounds(self, num_replicas: int | None = None) -> int:
-        """Gradient-accumulation rounds per phase: batch_size / (batch_gpu * replicas)."""
-        n = self.num_replicas if num_replicas is None else num_replicas
-        return self.batch_size // (self.batch_gpu * n)
+    def batch_per_device(self, num_replicas: int) -> int:
+        """Images per device per round on `num_replicas` devices: at most batch_gpu, and the global
+        batch split evenly, so rounds = batch_size / (batch_per_device * num_replicas) is whole."""
+        per_device = min(self.batch_gpu, self.batch_size // num_replicas)
+        if per_device < 1 or self.batch_size % (per_device * num_replicas):
+            raise UserError(f"--batch ({self.batch_size}) cannot be split evenly over {num_replicas} replicas "
+                            f"with at most --batch-gpu {self.batch_gpu} images each; choose a --batch divisible "
+                            f"by the replica count times --batch-gpu")
+        return per_device
+
+    def num_rounds(self, num_replicas: int) -> int:
+        """Gradient-accumulation rounds per phase on `num_replicas` devices."""
+        return self.batch_size // (self.batch_per_device(num_replicas) * num_replicas)
 
     @property
     def augment_enabled(self) -> bool:
@@ -136,6 +199,30 @@ def _check_float(name, value, lo=None, hi=None):
         rng = f"between {lo:g} and {hi:g}" if hi is not None else f">= {lo:g}"
         raise UserError(f"--{name} must be {rng}, got {value:g}")
     return value
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise UserError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _metrics_tuple(metrics) -> tuple[str, ...]:
+    """NVIDIA's --metrics: a comma-separated list (or `none`); unknown names fail now, not at a snapshot."""
+    from sg2ada.metrics import parse_metric_list
+
+    if isinstance(metrics, str):
+        metrics = [m for m in metrics.split(",") if m.strip()]
+    names = [m.strip() for m in metrics if m.strip().lower() != "none"]
+    return tuple(parse_metric_list(names)) if names else ()
+
+
+def _loop_values(*, tick, snap, metrics, keep, time_limit) -> dict:
+    if time_limit is not None:
+        _check_float("time-limit", time_limit, lo=1e-9)
+    return dict(kimg_per_tick=_check_float("tick", tick, lo=1e-9), snap=_check_int("snap", snap, 1),
+                metrics=_metrics_tuple(metrics), keep=_check_int("keep", keep, 1),
+                time_limit_min=None if time_limit is None else float(time_limit))
 
 
 def resolve_options(
@@ -174,15 +261,18 @@ def resolve_options(
     fp32: bool = False,
     xla: bool | None = None,
     strategy: str = "auto",
-    **unknown,
+    tick: float | None = None,
+    snap: int | None = None,
+    metrics=None,
+    keep: int | None = None,
+    backup_uri: str | None = None,
+    time_limit: float | None = None,
 ) -> TrainingOptions:
     """Build the run configuration from CLI values (None = not given) with NVIDIA's semantics.
 
     The dataset geometry (`resolution`, `img_channels`, `label_dim`, `dataset_size`) is read from
     `data` with `sg2ada.data.open_dataset` when not given explicitly.
     """
-    if unknown:
-        raise TypeError(f"resolve_options: unknown option(s) {sorted(unknown)}")
     # None means "not given" for every option, including those with defaults.
     cfg = "auto" if cfg is None else cfg
     strategy = "auto" if strategy is None else strategy
@@ -193,15 +283,13 @@ def resolve_options(
     if resolution is None or img_channels is None or label_dim is None:
         if data is None:
             raise UserError("--data is required")
-        try:
-            from sg2ada.data import open_dataset
-        except ImportError as e:  # pragma: no cover - data module missing
-            raise UserError(f"cannot read --data {data}: {e}") from e
+        from sg2ada.data import open_dataset
+
         info = open_dataset(data)
         resolution = info.resolution if resolution is None else resolution
         img_channels = info.channels if img_channels is None else img_channels
-        label_dim = getattr(info, "label_dim", 0) if label_dim is None else label_dim
-        dataset_size = getattr(info, "count", None) if dataset_size is None else dataset_size
+        label_dim = info.label_dim if label_dim is None else label_dim
+        dataset_size = info.count if dataset_size is None else dataset_size
     if resolution < 4 or resolution & (resolution - 1):
         raise UserError(f"dataset resolution must be a power of two >= 4, got {resolution}")
     if cond and not label_dim:
@@ -286,7 +374,6 @@ def resolve_options(
     # ---- augmentation ----
     ada_target = None
     augment_p = 0.0
-    aug_given = aug is not None
     aug = "ada" if aug is None else aug
     if aug not in AUG_MODES:
         raise UserError(f"--aug must be one of {', '.join(AUG_MODES)}, got {aug!r}")
@@ -309,7 +396,6 @@ def resolve_options(
             raise UserError("--augpipe cannot be specified with --aug=noaug")
         if augpipe not in AUGPIPES:
             raise UserError(f"--augpipe must be one of {', '.join(AUGPIPES)}, got {augpipe!r}")
-    del aug_given
     ada_kimg_value = 500.0
 
     # ---- transfer learning ----
@@ -330,7 +416,7 @@ def resolve_options(
         if augment_p > p_max:
             raise UserError(f"--p={augment_p:g} exceeds --p-max={p_max:g}: lower --p or raise --p-max")
     freezed = 0 if freezed is None else _check_int("freezed", freezed, 0)
-    if freezed and "freeze_layers" in {f.name for f in dataclasses.fields(DiscriminatorConfig)}:
+    if freezed:
         # The network makes those weights non-trainable; the Trainer also leaves them out of D's
         # optimizer by name (frozen_d_layers), which is what guarantees they never change.
         D_cfg = dataclasses.replace(D_cfg, freeze_layers=freezed)
@@ -340,15 +426,18 @@ def resolve_options(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {seed!r}")
 
+    loop = _loop_values(tick=4 if tick is None else tick, snap=50 if snap is None else snap,
+                        metrics=DEFAULT_METRICS if metrics is None else metrics, keep=5 if keep is None else keep,
+                        time_limit=time_limit)
     return TrainingOptions(
         data=data, resolution=resolution, img_channels=img_channels, c_dim=c_dim, cond=bool(cond),
-        mirror=bool(mirror), subset=subset, cfg=cfg, total_kimg=total_kimg, batch_size=batch_size,
-        batch_gpu=batch_gpu, num_replicas=num_replicas, G=G_cfg, D=D_cfg, glr=glr, dlr=dlr,
-        r1_gamma=r1_gamma, pl_weight=preset.pl_weight, style_mixing_prob=preset.style_mixing_prob,
-        ema_kimg=ema_kimg, ema_rampup=ema_rampup, aug=aug, augpipe=augpipe, augment_p=augment_p,
-        ada_target=ada_target, ada_kimg=ada_kimg_value, ada_p_max=p_max, resume=resume, freezed=freezed,
-        seed=seed,
-        precision=precision, xla=xla, strategy=strategy,
+        mirror=bool(mirror), subset=subset, cfg=cfg, total_kimg=float(total_kimg), batch_size=batch_size,
+        batch_gpu=batch_gpu, G=G_cfg, D=D_cfg, glr=glr, dlr=dlr, betas=(0.0, 0.99), eps=1e-8,
+        G_reg_interval=4, D_reg_interval=16, r1_gamma=r1_gamma, pl_weight=preset.pl_weight, pl_decay=0.01,
+        pl_batch_shrink=2, style_mixing_prob=preset.style_mixing_prob, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
+        aug=aug, augpipe=augpipe, augment_p=augment_p, ada_target=ada_target, ada_interval=4,
+        ada_kimg=ada_kimg_value, ada_p_max=p_max, resume=resume, freezed=freezed, seed=seed,
+        precision=precision, xla=xla, strategy=strategy, backup_uri=backup_uri, **loop,
     )
 
 

@@ -10,11 +10,14 @@ console), `stats.jsonl`, TensorBoard event files, image grids, network snapshots
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
 import tempfile
+import traceback
+
+from sg2ada.errors import UserError
+from sg2ada.training.options import TrainingOptions
 
 OPTIONS_FILE = "training_options.json"
 LOG_FILE = "log.txt"
@@ -150,16 +153,30 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
-def write_options(run_dir: str, options: dict) -> str:
+def find_run_dir(outdir: str, run_id: int) -> str:
+    """The run directory numbered `run_id` in outdir (how other workers find the chief's run)."""
+    prefix = f"{run_id:05d}-"
+    for name in sorted(os.listdir(outdir)):
+        if name.startswith(prefix) and os.path.isdir(os.path.join(outdir, name)):
+            return os.path.join(outdir, name)
+    raise UserError(f"run {prefix}* is not in {outdir} as seen by this worker: every worker needs the same "
+                    "--outdir on a shared filesystem")
+
+
+def write_options(run_dir: str, opts: TrainingOptions) -> str:
     path = os.path.join(run_dir, OPTIONS_FILE)
-    atomic_write_text(path, json.dumps(options, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, opts.to_json())
     return path
 
 
-def read_options(run_dir: str) -> dict:
+def read_options(run_dir: str) -> TrainingOptions:
     path = os.path.join(run_dir, OPTIONS_FILE)
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror}); the run cannot be continued") from None
+    return TrainingOptions.from_json(text, where=path)
 
 
 def format_time(seconds: float) -> str:
@@ -212,7 +229,8 @@ def tee_console(log_path: str | None):
     """Copy stdout and stderr to `log_path` (appending, so a resumed run keeps one log).
 
     Yields the original stderr: progress bars write there so their carriage returns stay out of the
-    log. With `log_path=None` (non-chief workers) nothing is copied.
+    log. An exception passing through is logged too. With `log_path=None` (non-chief workers)
+    nothing is copied.
     """
     orig_out, orig_err = sys.stdout, sys.stderr
     if log_path is None:
@@ -222,6 +240,10 @@ def tee_console(log_path: str | None):
     sys.stdout, sys.stderr = _Tee(orig_out, log), _Tee(orig_err, log)
     try:
         yield orig_err
+    except Exception as e:
+        # The CLI prints the error after the tee is gone: keep it in log.txt as well.
+        log.write(f"error: {e}\n" if isinstance(e, UserError) else "".join(traceback.format_exception(e)))
+        raise
     finally:
         sys.stdout, sys.stderr = orig_out, orig_err
         log.close()

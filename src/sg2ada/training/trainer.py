@@ -69,11 +69,6 @@ def ema_beta(batch_size, cur_nimg, ema_kimg, ema_rampup):
     return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
 
 
-def ada_adjust(signs_real_mean, ada_target, batch_size, ada_interval, ada_kimg):
-    """NVIDIA's ADA step: p moves by batch*interval/(ada_kimg*1000) towards reaching the target."""
-    return float(np.sign(signs_real_mean - ada_target)) * (batch_size * ada_interval) / (ada_kimg * 1000)
-
-
 def nan_to_num(g):
     """NVIDIA: nan -> 0, +-inf -> +-1e5 before each optimizer step."""
     g = tf.where(tf.math.is_nan(g), tf.zeros_like(g), g)
@@ -91,19 +86,16 @@ class Trainer:
     seed; `step()` runs one training iteration. Construct inside nothing: the strategy scope is
     entered here. Networks passed in must have been created under `strategy.scope()`."""
 
-    def __init__(self, opts: TrainingOptions, strategy: tf.distribute.Strategy | None = None, G=None, D=None,
+    def __init__(self, opts: TrainingOptions, strategy: tf.distribute.Strategy, G=None, D=None,
                  G_ema=None, augment_pipe=None, labels=None):
         self.opts = opts
-        self.strategy = strategy if strategy is not None else dist.make_strategy(opts.strategy)
+        self.strategy = strategy
         self.num_replicas = int(self.strategy.num_replicas_in_sync)
-        per_round = opts.batch_gpu * self.num_replicas
-        if opts.batch_size % per_round:
-            raise UserError(f"--batch ({opts.batch_size}) must be divisible by --batch-gpu ({opts.batch_gpu}) "
-                            f"times the number of replicas ({self.num_replicas})")
-        self.num_rounds = opts.batch_size // per_round
+        self.batch_gpu = opts.batch_per_device(self.num_replicas)  # this cluster's share per device
+        self.num_rounds = opts.num_rounds(self.num_replicas)
         self.xla = default_xla() if opts.xla is None else bool(opts.xla)
         self.phases = make_phases(opts.G_reg_interval, opts.D_reg_interval)
-        self.pl_count = max(opts.batch_gpu // opts.pl_batch_shrink, 1)
+        self.pl_count = max(self.batch_gpu // opts.pl_batch_shrink, 1)
 
         with self.strategy.scope():
             if G is None or D is None or G_ema is None:
@@ -195,27 +187,6 @@ class Trainer:
         self._grad_fns.clear()
         self._pl_fns.clear()
 
-    def distribute_dataset(self, dataset: tf.data.Dataset):
-        """An iterator over `dataset`, whose elements are (images, labels) batches of
-        batch_gpu * replicas images, split over the replicas."""
-        return iter(self.strategy.experimental_distribute_dataset(dataset))
-
-    def make_dataset_iterator(self, dataset_path: str | None = None, **kwargs):
-        """Open the training set with sg2ada.data.make_dataset and distribute it."""
-        from sg2ada import data as data_mod
-
-        path = dataset_path or self.opts.data
-        if self.opts.c_dim and self._labels is None:
-            self.set_labels(data_mod.label_sampler(path, subset=self.opts.subset, seed=self.opts.seed))
-        dd = data_mod.distribute_dataset(self.strategy, path, self.opts.batch_gpu * self.num_replicas,
-                                         mirror=self.opts.mirror, subset=self.opts.subset, seed=self.opts.seed,
-                                         **kwargs)
-        return iter(dd)
-
-    @property
-    def kimg(self) -> float:
-        return int(self.cur_nimg.numpy()) / 1000
-
     def due_phases(self, batch_idx: int) -> tuple[Phase, ...]:
         """Phases run at iteration `batch_idx`, in NVIDIA's order; empty phases are skipped."""
         out = []
@@ -304,8 +275,8 @@ class Trainer:
             # The seed already holds (round, replica); don't let the pipe fold the replica again.
             return pipe(img, tf.convert_to_tensor(p), seed, fold_replica=False)
         o = self.opts
-        return StyleGAN2Loss(self.G, self.D, augment if pipe is not None else None, r1_gamma=o.r1_gamma, style_mixing_prob=o.style_mixing_prob,
-                             pl_weight=o.pl_weight, pl_batch_shrink=o.pl_batch_shrink, pl_decay=o.pl_decay)
+        return StyleGAN2Loss(self.G, self.D, augment if pipe is not None else None, r1_gamma=o.r1_gamma,
+                             style_mixing_prob=o.style_mixing_prob, pl_weight=o.pl_weight)
 
     def _img_shape(self, n):
         c = self.G.config
@@ -416,7 +387,7 @@ class Trainer:
         """The compiled function of one phase: all rounds on all replicas, then one optimizer step."""
         o = self.opts
         R = self.num_replicas
-        per_round = o.batch_gpu * R
+        per_round = self.batch_gpu * R
         strategy = self.strategy
         opt, variables = (self.G_opt, self.G_vars) if ph.net == "G" else (self.D_opt, self.D_vars)
         do_pl = ph.net == "G" and ph.name.endswith(("reg", "both")) and o.pl_weight != 0
@@ -430,7 +401,7 @@ class Trainer:
             npl = self.pl_count
 
             def indices(r):
-                sample_idx = r * per_round + rid * o.batch_gpu + tf.range(o.batch_gpu, dtype=tf.int32)
+                sample_idx = r * per_round + rid * self.batch_gpu + tf.range(self.batch_gpu, dtype=tf.int32)
                 pl_idx = r * npl * R + rid * npl + tf.range(npl, dtype=tf.int32)
                 return sample_idx, pl_idx, tf.stack([tf.constant(r, tf.int32), rid])
 

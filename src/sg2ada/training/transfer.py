@@ -174,3 +174,31 @@ def describe_resume(spec: str) -> str:
             return f"{dst} (cached copy of {url})"
         return f"{dst} (not cached yet: would download {url})"
     return os.path.abspath(spec)
+
+
+def load_transfer_weights(trainer, path: str) -> None:
+    """Copy G, D and G_ema weights from a snapshot or NVIDIA pickle into the trainer's networks.
+
+    As NVIDIA's `copy_params_and_buffers(require_all=False)`: every variable whose name and shape
+    match is copied, the rest keep their fresh initialisation (a different resolution or label count
+    changes a few layers); nothing matching at all is an error.
+    """
+    from sg2ada.networks.snapshot import load_network
+
+    print(f"Loading networks for transfer learning from {path}...")
+    src = load_network(path)
+    copied = total = 0
+    for key in ("G", "D", "G_ema"):
+        s_net, d_net = getattr(src, key), getattr(trainer, key)
+        if s_net is None:
+            continue
+        s_vars = s_net.named_variables()
+        for name, var in d_net.named_variables().items():
+            total += 1
+            if name in s_vars and tuple(s_vars[name].shape) == tuple(var.shape):
+                var.assign(s_vars[name])
+                copied += 1
+    if copied == 0:
+        raise UserError(f"--resume {path}: no weight matches this run's networks (names/shapes); "
+                        "check --cfg and the dataset resolution")
+    print(f"Copied {copied} of {total} variables; the others keep their initial values.")

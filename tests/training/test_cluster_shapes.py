@@ -1,0 +1,192 @@
+"""One run, every cluster shape: `sg2ada train` as a user types it, on one process, on two worker
+processes on loopback (TF_CONFIG), on one process with two logical CPU devices, and with gradient
+accumulation, trains the same trajectory (same per-tick losses and augmentation probability, same
+final weights to float tolerance), leaving exactly one run directory each. A checkpoint resumes on
+any other shape (elastic resume), and a two-worker run whose worker is SIGKILLed continues from its
+last checkpoint to the same result.
+
+D's minibatch-stddev layer groups the images of one device, as NVIDIA's does, so its statistics
+depend on how many images a device holds; `--mbstd 1` makes D per-sample and lets the test vary the
+per-device batch freely (8, 4 and 2 images). Everything else (which images form global batch i, the
+mirror flips, latents, noise, mixing cutoffs and augmentations) is the same by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+K1, K2 = "0.2", "0.4"  # kimg: 25 and 50 iterations of 8 images
+COMMON = ["--cfg", "tiny", "--cbase", "128", "--cmax", "16", "--map", "1", "--batch", "8", "--mbstd", "1",
+          "--mirror", "1", "--aug", "ada", "--ada-kimg", "2", "--target", "0.3", "--tick", "0.04",
+          "--snap", "1000", "--metrics", "none", "--seed", "3"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster_shapes")]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
+    env.pop("TF_CONFIG", None)
+    env.pop("SG2ADA_CPU_DEVICES", None)
+    return env
+
+
+class Job:
+    """`sg2ada train ARGS` on `workers` processes (a TF_CONFIG cluster on loopback when > 1)."""
+
+    def __init__(self, tmp, name, args, workers=1, **env):
+        self.name, self.procs, self.logs = name, [], []
+        ports = _free_ports(workers)
+        for i in range(workers):
+            e = _env(**env)
+            if workers > 1:
+                e["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                             "task": {"type": "worker", "index": i}})
+            log = open(tmp / f"{name}.{i}.log", "w")  # noqa: SIM115 (closed in wait)
+            self.logs.append(log)
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "sg2ada.cli.main", "train", *args], env=e,
+                                               stdout=log, stderr=subprocess.STDOUT))
+
+    def wait(self, timeout=900):
+        deadline = time.time() + timeout
+        try:
+            for p in self.procs:
+                p.wait(timeout=max(deadline - time.time(), 1))
+        finally:
+            self.kill()
+        for i, p in enumerate(self.procs):
+            assert p.returncode == 0, f"{self.name} worker {i} exited {p.returncode}:\n" + \
+                open(self.logs[i].name).read()[-3000:]
+        return self
+
+    def kill(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in self.logs:
+            log.close()
+
+
+def _one_run(outdir):
+    runs = [p for p in outdir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, f"{outdir} holds {sorted(p.name for p in runs)}"
+    return runs[0]
+
+
+def _stats(run):
+    return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+
+
+def _weights(run):
+    (snap,) = sorted(run.glob("network-snapshot-*"))
+    with np.load(snap / "weights.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _initial_weights(run):
+    """The weights every run starts from, built the way the training loop builds them."""
+    import keras
+    import tensorflow as tf
+
+    from sg2ada.training.run_dir import read_options
+    from sg2ada.training.trainer import Trainer
+
+    opts = read_options(str(run))
+    keras.utils.set_random_seed(opts.seed)
+    t = Trainer(opts, tf.distribute.MirroredStrategy([tf.config.list_logical_devices("CPU")[0].name]))
+    return {f"{k}/{n}": v.numpy() for k in ("G", "D", "G_ema") for n, v in getattr(t, k).named_variables().items()}
+
+
+def _assert_same_trajectory(got, want, init, what):
+    """Per-tick losses and p equal; final weights equal to 1e-3 of the training update's size."""
+    gs, ws = _stats(got), _stats(want)
+    assert [s["Progress/kimg"]["mean"] for s in gs] == [s["Progress/kimg"]["mean"] for s in ws], what
+    for name in ("Loss/G/loss", "Loss/D/loss", "Progress/augment"):
+        np.testing.assert_allclose([s[name]["mean"] for s in gs], [s[name]["mean"] for s in ws], rtol=1e-4,
+                                   atol=1e-6, err_msg=f"{what}: {name} per tick")
+    a, b = _weights(got), _weights(want)
+    assert a.keys() == b.keys()
+    for net in ("G", "D", "G_ema"):
+        keys = [k for k in a if k.startswith(net + "/") and k in init]
+        diff = np.sqrt(sum(np.sum((a[k] - b[k]) ** 2) for k in keys))
+        update = np.sqrt(sum(np.sum((b[k] - init[k]) ** 2) for k in keys))
+        assert update > 0 and diff < 1e-3 * update, f"{what}: {net} differs by {diff / update:.2e} of its update"
+
+
+@pytest.fixture(scope="module")
+def data8(tmp_path_factory):
+    from sg2ada.data import convert_dataset
+
+    dest = tmp_path_factory.mktemp("data") / "shapes8"
+    convert_dataset("builtin:shapes", dest, resolution=8, max_images=48, log=lambda msg: None)
+    return str(dest)
+
+
+def test_every_cluster_shape_trains_the_same_run_and_resumes_on_any_other(data8, tmp_path):
+    def args(out, *extra):
+        return ["--outdir", str(out), "--data", data8, *COMMON, *extra]
+
+    # Stage 1, all at once (the two cores take turns): straight runs and first halves.
+    ref = Job(tmp_path, "ref", args(tmp_path / "ref", "--kimg", K2, "--batch-gpu", "8"))
+    workers = Job(tmp_path, "workers", args(tmp_path / "workers", "--kimg", K2), workers=2)
+    devices = Job(tmp_path, "devices", args(tmp_path / "devices", "--kimg", K1), SG2ADA_CPU_DEVICES="2")
+    one_first = Job(tmp_path, "one_first", args(tmp_path / "one_to_two", "--kimg", K1))
+    two_first = Job(tmp_path, "two_first", args(tmp_path / "two_to_one", "--kimg", K1), workers=2)
+    killed = Job(tmp_path, "killed", args(tmp_path / "killed", "--kimg", K2), workers=2)
+    try:
+        # SIGKILL the non-chief worker once the chief has checkpointed twice (mid-run), then the
+        # chief, which would otherwise wait for its peer forever: a scheduler restarts both.
+        deadline = time.time() + 600
+        while time.time() < deadline and len(list((tmp_path / "killed").glob("*/checkpoints/ckpt-*.index"))) < 2:
+            assert all(p.poll() is None for p in killed.procs), open(killed.logs[0].name).read()[-3000:]
+            time.sleep(0.05)
+        killed.procs[1].send_signal(signal.SIGKILL)
+        time.sleep(1)
+        killed.kill()
+        for job in (ref, workers, devices, one_first, two_first):
+            job.wait()
+    finally:
+        for job in (ref, workers, devices, one_first, two_first, killed):
+            job.kill()
+    killed_run = _one_run(tmp_path / "killed")
+    assert _stats(killed_run)[-1]["Progress/kimg"]["mean"] < float(K2), "the kill came after the end of the run"
+
+    # Stage 2: continue each on another shape, and restart the killed run with one command.
+    a = Job(tmp_path, "devices_to_rounds", ["--resume", str(_one_run(tmp_path / "devices")), "--kimg", K2,
+                                            "--batch-gpu", "2"])  # 2 devices -> 1 device, 4 rounds
+    b = Job(tmp_path, "one_to_two", ["--resume", str(_one_run(tmp_path / "one_to_two")), "--kimg", K2], workers=2)
+    c = Job(tmp_path, "two_to_one", ["--resume", str(_one_run(tmp_path / "two_to_one")), "--kimg", K2])
+    d = Job(tmp_path, "restart", ["--outdir", str(tmp_path / "killed"), "--resume", "latest", "--kimg", K2],
+            workers=2)
+    for job in (a, b, c, d):
+        job.wait()
+    restart_log = open(d.logs[0].name).read()
+    assert "Resumed from" in restart_log
+
+    ref_run = _one_run(tmp_path / "ref")
+    init = _initial_weights(ref_run)
+    assert _stats(ref_run)[-1]["Progress/augment"]["mean"] > 0  # p moved: its continuation means something
+    _assert_same_trajectory(_one_run(tmp_path / "workers"), ref_run, init, "two workers")
+    _assert_same_trajectory(_one_run(tmp_path / "devices"), ref_run, init, "two devices, then four rounds")
+    _assert_same_trajectory(_one_run(tmp_path / "one_to_two"), ref_run, init, "one process, then two workers")
+    _assert_same_trajectory(_one_run(tmp_path / "two_to_one"), ref_run, init, "two workers, then one process")
+    _assert_same_trajectory(killed_run, _one_run(tmp_path / "workers"), init, "two workers killed and restarted")
