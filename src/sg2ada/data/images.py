@@ -119,7 +119,7 @@ def open_image(data: bytes, keep_side: int | None = None, notes: list[str] | Non
     try:
         with _pil_limit_lifted():
             img = PIL.Image.open(io.BytesIO(data))
-            orientation = _orientation(img, decoded=False)  # before loading: TIFF forgets its tags once decoded
+            stored_orientation = _orientation(img, decoded=False)
             w, h = img.size
             target = DOWNSCALE_MARGIN * keep_side if keep_side and w * h > LARGE_IMAGE_PIXELS else None
             if target and img.format == "JPEG":
@@ -130,6 +130,7 @@ def open_image(data: bytes, keep_side: int | None = None, notes: list[str] | Non
             large = img.size[0] * img.size[1] > LARGE_IMAGE_PIXELS
             with _large_decodes if large else contextlib.nullcontext():
                 img.load()
+                orientation = _orientation(img, decoded=True)  # recent PIL turns a TIFF upright itself
                 if target:
                     factor = min(img.size[0] // target, img.size[1] // target)
                     if factor >= 2:
@@ -141,12 +142,12 @@ def open_image(data: bytes, keep_side: int | None = None, notes: list[str] | Non
         raise SkipImage(f"corrupt or truncated image ({msg})") from None
     if img.size != (w, h):
         notes.append(f"decoded downscaled {w}x{h}->{img.size[0]}x{img.size[1]} (large image)")
-    if orientation is None:
-        orientation = _orientation(img, decoded=True)
     if orientation != 1:
-        method, meaning = _UPRIGHT[orientation]
-        img = img.transpose(method)
-        notes.append(f"{EXIF_NOTE} {orientation} applied ({meaning})")
+        img = img.transpose(_UPRIGHT[orientation][0])
+    else:
+        orientation = stored_orientation or 1
+    if orientation != 1:
+        notes.append(f"{EXIF_NOTE} {orientation} applied ({_UPRIGHT[orientation][1]})")
     return img
 
 
@@ -156,7 +157,8 @@ def probe(data_or_stream) -> tuple[str, tuple[int, int]] | None:
     try:
         src = io.BytesIO(data_or_stream) if isinstance(data_or_stream, (bytes, bytearray)) else data_or_stream
         with _pil_limit_lifted(), PIL.Image.open(src) as img:
-            w, h = img.size
+            # The stored size: recent PIL reports a TIFF's size already turned upright.
+            w, h = (img.tag_v2[256], img.tag_v2[257]) if img.format == "TIFF" else img.size
             return img.mode, ((h, w) if _orientation(img, decoded=False) in (5, 6, 7, 8) else (w, h))
     except Exception:  # the full decode later reports the exact problem for this file
         return None

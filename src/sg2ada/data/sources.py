@@ -72,13 +72,17 @@ class Source:
 
 
 def read_file_bytes(path: str) -> bytes:
-    """The one place a source file's bytes are read (tests fake unreadable files here or at open)."""
+    """A whole small source file: labels, CIFAR batches, MNIST idx (image files go through read_capped)."""
     with open(path, "rb") as f:
         return f.read()
 
 
+def _bytes_text(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
 def _too_big(size: int) -> str:
-    return f"{size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES / 2**20:.0f} MiB read limit for one image; not read"
+    return f"{_bytes_text(size)}, above the {_bytes_text(MAX_FILE_BYTES)} read limit for one image file; not read"
 
 
 def read_capped(f) -> bytes:
@@ -86,7 +90,8 @@ def read_capped(f) -> bytes:
     (its declared size was checked before opening; this guards what it really holds)."""
     data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        raise SkipImage(f"holds more than {_too_big(MAX_FILE_BYTES)}")
+        raise SkipImage(f"holds more than the {_bytes_text(MAX_FILE_BYTES)} read limit for one image file "
+                        "(more than its size says); not read")
     return data
 
 
