@@ -91,7 +91,7 @@ def decide_spec(src: Source, *, channels, resolution, transform, wide_height, re
         step = max(1, len(items) // 256)
         for it in items[::step][:256]:
             p = it.probe() if it.probe else None
-            if p is not None:
+            if p is not None and p[1][0] * p[1][1] <= im.MAX_DECODE_PIXELS:  # a bomb gets no vote
                 probed.append(p)
     if channels is None:
         if src.channels is not None:
