@@ -7,17 +7,20 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import posixpath
 import struct
 import subprocess
+import tarfile
 import zipfile
 import zlib
 
 import numpy as np
 import PIL.Image
 import pytest
-from sg2ada_data_helpers import png_bytes, save_png, solid, write_cifar_tarball, write_zip
+from sg2ada_data_helpers import png_bytes, save_png, solid, write_cifar_tarball, write_idx, write_zip
 
 from sg2ada.cli.main import main
+from sg2ada.data import sources
 from sg2ada.data.tool import convert_dataset
 from sg2ada.errors import UserError
 
@@ -104,6 +107,30 @@ def test_bomb_beside_a_large_photo_with_resolution(tmp_path):
     meta = convert_dataset(str(root), tmp_path / "out", resolution=8)
     assert meta["count"] == 1
     assert _reasons(meta)["bomb.png"].startswith("declares 50000x50000 pixels, more than the 268 MP this tool decodes")
+
+
+def test_gzip_bomb_posing_as_mnist_stops_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_BYTES", 1000)
+    src = write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8))  # 2368 bytes inflated
+    assert src.stat().st_size < 1000
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz decompresses to more than the 1000 bytes"):
+        convert_dataset(str(src), tmp_path / "out")
+
+
+def test_oversized_cifar_members_are_refused_and_strays_never_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_BYTES", 20_000)
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_tarball(tarball, replace={"data_batch_2": b"\0" * 30_000})
+    with pytest.raises(UserError, match=r"data_batch_2 is 30000 bytes, more than the 20000 bytes"):
+        convert_dataset(str(tarball), tmp_path / "out")
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_tarball(tmp_path / "ok.tar.gz")
+    with tarfile.open(tmp_path / "ok.tar.gz") as tar:
+        for m in tar:
+            (folder / posixpath.basename(m.name)).parent.mkdir(exist_ok=True)
+            (folder / posixpath.basename(m.name)).write_bytes(tar.extractfile(m).read())
+    (folder / "huge.bin").write_bytes(b"\0" * 100_000)  # not a CIFAR file: never read
+    assert convert_dataset(str(folder), tmp_path / "out")["count"] == 15
 
 
 # ------------------------------------------------------------------------------------ hostile pickles

@@ -10,7 +10,6 @@ python tarball (restricted unpickler) and MNIST idx files (raw or gz).
 
 from __future__ import annotations
 
-import gzip
 import json
 import errno
 import os
@@ -20,6 +19,7 @@ import stat
 import tarfile
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -33,6 +33,8 @@ from sg2ada.errors import UserError
 
 LABELS_FROM = ("auto", "json", "folders", "none")
 MAX_FILE_BYTES = 512 * 2**20  # largest image file (or zip member) read into memory; bigger ones are skipped unread
+MAX_ARCHIVE_BYTES = 2 * 2**30  # largest CIFAR batch or (decompressed) MNIST idx file read into memory
+_CIFAR_FILES = {f"data_batch_{i}" for i in range(1, 6)} | {"batches.meta", "train", "meta"}
 # Class ids are refused as implausible when there are more than this many and fewer than one in
 # SPARSE_CLASS_RATIO of them is used (see check_class_ids).
 MANY_CLASSES = 1000
@@ -402,14 +404,20 @@ def _cifar_from_blobs(path, blobs: dict[str, bytes], labels_from: str) -> Source
     return _array_source("cifar", path, np.concatenate(images), lab, names, label_from=labels_from != "none")
 
 
+def _check_archive_size(where: str, size: int) -> None:
+    if size > MAX_ARCHIVE_BYTES:
+        raise UserError(f"{where} is {_bytes_text(size)}, more than the {_bytes_text(MAX_ARCHIVE_BYTES)} any CIFAR "
+                        "or MNIST file holds; not read, check the source")
+
+
 def open_cifar_tar(path: Path, labels_from: str) -> Source:
-    wanted = {f"data_batch_{i}" for i in range(1, 6)} | {"batches.meta", "train", "meta"}
     blobs = {}
     try:
         with tarfile.open(path, "r:*") as tar:
             for m in tar:
                 base = posixpath.basename(m.name)
-                if m.isfile() and base in wanted:
+                if m.isfile() and base in _CIFAR_FILES:
+                    _check_archive_size(f"{path}:{m.name}", m.size)
                     f = tar.extractfile(m)  # read into memory only; nothing is extracted to disk
                     blobs[base] = f.read() if f else b""
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -418,17 +426,29 @@ def open_cifar_tar(path: Path, labels_from: str) -> Source:
 
 
 def open_cifar_folder(path: Path, labels_from: str) -> Source:
-    blobs = {p.name: read_file_bytes(str(p)) for p in path.iterdir() if p.is_file()}
+    blobs = {}
+    for name in sorted(_CIFAR_FILES):
+        p = path / name
+        if p.is_file():
+            _check_archive_size(str(p), p.stat().st_size)
+            blobs[name] = read_file_bytes(str(p))
     return _cifar_from_blobs(path, blobs, labels_from)
 
 
 def _read_maybe_gz(path: Path) -> bytes:
+    _check_archive_size(str(path), path.stat().st_size)
     data = read_file_bytes(str(path))
     if data[:2] == b"\x1f\x8b":
+        gz = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
+            data = gz.decompress(data, MAX_ARCHIVE_BYTES + 1)  # a gzip bomb stops here
+        except zlib.error as e:
             raise UserError(f"{path} is a damaged gzip file ({e}); re-download it") from None
+        if len(data) > MAX_ARCHIVE_BYTES:
+            raise UserError(f"{path} decompresses to more than the {_bytes_text(MAX_ARCHIVE_BYTES)} any MNIST file "
+                            "holds (a gzip bomb?); not read, check the source")
+        if not gz.eof:
+            raise UserError(f"{path} is a damaged gzip file (truncated); re-download it")
     return data
 
 
