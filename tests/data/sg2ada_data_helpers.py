@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import tarfile
 import zipfile
@@ -68,14 +69,17 @@ def write_cifar_tarball(path: Path, per_batch=3, protocol=2, hostile=False, repl
     return imgs, np.array(all_labels)
 
 
-class _Evil:
+class Calls:
+    """Pickles as a call of `func(*args)`: what a hostile pickle runs on load unless refused."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
     def __reduce__(self):
-        import os
-
-        return (os.system, ("touch /tmp/sg2ada-pwned-by-pickle",))
+        return self.func, self.args
 
 
-HOSTILE_PICKLE = pickle.dumps({b"data": _Evil()}, protocol=2)
+HOSTILE_PICKLE = pickle.dumps({b"data": Calls(os.system, ("touch /tmp/sg2ada-pwned-by-pickle",))}, protocol=2)
 
 
 def write_idx(path: Path, arr: np.ndarray, gz=True, truncate=0):

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import PIL.Image
 import pytest
-from sg2ada_data_helpers import png_bytes, save_png, solid, write_cifar_tarball, write_idx, write_zip
+from sg2ada_data_helpers import Calls, png_bytes, save_png, solid, write_cifar_tarball, write_idx, write_zip
 
 from sg2ada.cli.main import main
 from sg2ada.data import sources
@@ -136,23 +136,15 @@ def test_oversized_cifar_members_are_refused_and_strays_never_read(tmp_path, mon
 # ------------------------------------------------------------------------------------ hostile pickles
 
 
-class _Calls:
-    def __init__(self, func, args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
 def _payloads(marker):
     touch = f"open({str(marker)!r}, 'w').close()"
     return {
-        "os.system": {b"data": _Calls(os.system, (f"touch {marker}",))},
-        "subprocess.Popen": {b"data": _Calls(subprocess.Popen, (["touch", str(marker)],))},
-        "builtins.exec": {b"data": _Calls(exec, (touch,))},
-        "builtins.eval": {b"data": _Calls(eval, (touch,))},
-        "builtins.getattr": {b"data": _Calls(getattr, (_Calls(__import__, ("os",)), "system"))},
-        "object array": {b"data": np.array([_Calls(os.system, (f"touch {marker}",))], dtype=object),
+        "os.system": {b"data": Calls(os.system, (f"touch {marker}",))},
+        "subprocess.Popen": {b"data": Calls(subprocess.Popen, (["touch", str(marker)],))},
+        "builtins.exec": {b"data": Calls(exec, (touch,))},
+        "builtins.eval": {b"data": Calls(eval, (touch,))},
+        "builtins.getattr": {b"data": Calls(getattr, (Calls(__import__, ("os",)), "system"))},
+        "object array": {b"data": np.array([Calls(os.system, (f"touch {marker}",))], dtype=object),
                          b"labels": [0]},
     }
 

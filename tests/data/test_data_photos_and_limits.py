@@ -125,17 +125,6 @@ def test_images_above_pils_limit_decode_downscaled(tmp_path, monkeypatch, fmt):
     assert PIL.Image.MAX_IMAGE_PIXELS == 64 * 64  # PIL's own setting is restored
 
 
-def _png_claiming(width, height) -> bytes:
-    """A valid-looking PNG of a few hundred bytes whose header claims width x height."""
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
-
-
 def test_decode_cap_refuses_a_real_image_above_it(tmp_path, monkeypatch):
     monkeypatch.setattr(im, "MAX_DECODE_PIXELS", 16 * 16)
     root = tmp_path / "r"
@@ -215,6 +204,20 @@ def test_symlink_loops_are_reported_and_linked_folders_followed(image_folder, tm
     assert r["z_again"] == "the same folder as a (a symlink); read once, there"
     assert meta["report"]["symlink_loop_count"] == 2
     assert "2 symlink loop(s) not followed" in capsys.readouterr().out
+
+
+def test_unreadable_folder_is_reported(image_folder, tmp_path, monkeypatch):
+    # Tests run as root, where chmod 000 does not stop reads: fail the listing of that one folder instead.
+    target, real_scandir = str(image_folder / "b" / "c"), os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == target:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    meta = convert_dataset(str(image_folder), tmp_path / "out")
+    assert meta["count"] == 3 and _reasons(meta)["b/c"] == "unreadable folder (Permission denied); not read"
 
 
 # --------------------------------------------------------------------------------------------- labels

@@ -1,8 +1,9 @@
 """Readers for every dataset source the tool accepts, behind one interface (`Source`).
 
 A source lists `Item`s (a name for the report, a label, and a `read()` giving encoded bytes or a
-uint8 array) plus the entries it already knows it must skip (non-image files, unsafe zip paths, files
-above the read limit, symlink loops, images without a label) and the labels that name no image. Sources only ever read: nothing is extracted to disk and source files are
+uint8 array) plus the entries it already knows it must skip (non-image files, unsafe zip paths,
+files above the read limit, symlink loops, unreadable folders, images without a label) and the
+labels that name no image. Sources only ever read: nothing is extracted to disk and source files are
 opened read-only. Kinds: builtin:NAME, image folder (recursive), image zip, NVIDIA's PyTorch layout
 (folder or zip with dataset.json labels), NVIDIA's TF1 `*-rNN.tfrecords` folder, the CIFAR-10/100
 python tarball (restricted unpickler) and MNIST idx files (raw or gz).
@@ -10,8 +11,8 @@ python tarball (restricted unpickler) and MNIST idx files (raw or gz).
 
 from __future__ import annotations
 
-import json
 import errno
+import json
 import os
 import posixpath
 import re
@@ -223,7 +224,11 @@ def open_folder(root: Path, labels_from: str, exclude: list[Path]) -> Source:
     entries = []
     json_text = None
     seen = {_inode(root): "."}  # every folder walked, by identity, so a symlink loop is walked once
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    def unreadable(e: OSError):
+        rel = Path(e.filename).relative_to(root).as_posix() if e.filename else str(root)
+        src.skipped.append({"file": rel, "reason": f"unreadable folder ({e.strerror or e}); not read"})
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
