@@ -136,10 +136,10 @@ def iter_processed(src: Source, spec: im.Spec, *, max_images=None, workers=None,
     def work(item):
         try:
             arr, notes = im.process(item.read(), spec)
+        except im.SkipImage as e:  # from process, or from a read over the size limit
+            return ("skip", item, str(e))
         except OSError as e:
             return ("skip", item, f"unreadable ({e.strerror or e})")
-        except im.SkipImage as e:
-            return ("skip", item, str(e))
         return ("ok", item, arr, encode(arr) if encode else None, notes)
 
     written = 0
