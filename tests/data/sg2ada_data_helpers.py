@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import tarfile
 import zipfile
@@ -39,7 +40,12 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_cifar_tarball(path: Path, per_batch=3, protocol=2, hostile=False):
+def write_cifar_tarball(path: Path, per_batch=3, protocol=2, hostile=False, replace=None):
+    """A CIFAR-10 python tarball; `replace` maps member names (data_batch_1, batches.meta) to the
+    bytes to store instead, `hostile` puts HOSTILE_PICKLE in data_batch_1."""
+    replace = dict(replace or {})
+    if hostile:
+        replace["data_batch_1"] = HOSTILE_PICKLE
     rng = np.random.default_rng(0)
     names = [f"class{i}".encode() for i in range(10)]
     with tarfile.open(path, "w:gz") as tar:
@@ -56,24 +62,24 @@ def write_cifar_tarball(path: Path, per_batch=3, protocol=2, hostile=False):
             all_labels += labels
             d = {b"batch_label": b"training batch", b"labels": labels, b"data": data,
                  b"filenames": [b"f%d.png" % i for i in range(per_batch)]}
-            if hostile and b == 1:
-                blob = HOSTILE_PICKLE
-            else:
-                blob = pickle.dumps(d, protocol=protocol)
-            add(f"data_batch_{b}", blob)
-        add("batches.meta", pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=protocol))
+            add(f"data_batch_{b}", replace.get(f"data_batch_{b}") or pickle.dumps(d, protocol=protocol))
+        add("batches.meta", replace.get("batches.meta") or pickle.dumps({b"label_names": names, b"num_vis": 3072},
+                                                                        protocol=protocol))
     imgs = np.concatenate(all_imgs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return imgs, np.array(all_labels)
 
 
-class _Evil:
+class Calls:
+    """Pickles as a call of `func(*args)`: what a hostile pickle runs on load unless refused."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
     def __reduce__(self):
-        import os
-
-        return (os.system, ("touch /tmp/sg2ada-pwned-by-pickle",))
+        return self.func, self.args
 
 
-HOSTILE_PICKLE = pickle.dumps({b"data": _Evil()}, protocol=2)
+HOSTILE_PICKLE = pickle.dumps({b"data": Calls(os.system, ("touch /tmp/sg2ada-pwned-by-pickle",))}, protocol=2)
 
 
 def write_idx(path: Path, arr: np.ndarray, gz=True, truncate=0):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tools_testutil import TinyLPIPS, tiny_generator
 
 from sg2ada.cli.main import main
+from sg2ada.errors import UserError
 from sg2ada.tools import common, projector
 from sg2ada.tools import generate as gen
 
@@ -202,3 +203,22 @@ def test_project_cli_errors(tiny_snapshot, tiny_lpips_pickle, tmp_path, capsys):
                  str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--feature-net" in err[0]
+
+
+def test_load_target_above_pils_bomb_limit(tmp_path, monkeypatch):
+    # PIL's limit and the decoder's shrunk together, so a 256x256 target stands for a 20000x20000 one.
+    from sg2ada.data import images
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 64 * 64)
+    monkeypatch.setattr(images, "LARGE_IMAGE_PIXELS", 32 * 32)
+    img = np.zeros([256, 256, 3], np.uint8)
+    img[:, 128:] = 200
+    PIL.Image.fromarray(img).save(tmp_path / "big.jpg", quality=95)
+    t = projector.load_target(str(tmp_path / "big.jpg"), 8)  # decoded downscaled, not refused
+    assert t.shape == (8, 8, 3) and t[:, :3].max() < 10 and t[:, 5:].min() > 190
+
+    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 16 * 16)
+    PIL.Image.fromarray(img).save(tmp_path / "big.png")
+    with pytest.raises(UserError, match=r"big.png: not a readable image: declares 256x256 pixels, more than") as e:
+        projector.load_target(str(tmp_path / "big.png"), 8)
+    assert "\n" not in str(e.value)

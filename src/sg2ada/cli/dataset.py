@@ -47,8 +47,16 @@ def main(args) -> int:
     )
     rep = meta["report"]
     labels = f", {meta['label_dim']} {meta['label_type']} labels" if meta["label_type"] else ", no labels"
+    extra = ""
+    if rep["rotated_count"]:
+        extra += f", rotated {rep['rotated_count']} by EXIF orientation"
+    if rep["symlink_loop_count"]:
+        extra += f", {rep['symlink_loop_count']} symlink loop(s) not followed"
+    if rep["labels_without_files_count"]:
+        first = ", ".join(rep["labels_without_files"][:3])
+        extra += f", {rep['labels_without_files_count']} label(s) for files not in the source (first: {first})"
     print(f"wrote {meta['count']} images {meta['resolution']}x{meta['resolution']}x{meta['channels']}{labels} "
           f"in {len(meta['shards'])} shard(s) to {args.dest} (skipped {rep['skipped_count']}, "
-          f"converted {rep['converted_count']}; details in dataset.json)", file=sys.stdout)
+          f"converted {rep['converted_count']}{extra}; details in dataset.json)", file=sys.stdout)
     print(f"train on it with: sg2ada train --data {args.dest} --outdir runs", file=sys.stdout)
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sg2ada.errors import UserError
 
 SHAPE_NAMES = ["disc", "square", "triangle"]
 DEFAULT_COUNT = 4096
@@ -82,21 +81,3 @@ def generate_shapes(count: int = DEFAULT_COUNT, resolution: int = DEFAULT_RESOLU
         img = bg * (1 - cov[..., None]) + fg[sl, None, None, :] * cov[..., None]
         out[sl] = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
     return out, cls.astype(np.int64)
-
-
-def open_builtin(name: str, *, count=None, resolution=None, seed: int = 0, labels: bool = True):
-    from sg2ada.data.images import is_power_of_two
-    from sg2ada.data.sources import _array_source
-
-    if name not in BUILTINS:
-        raise UserError(f"unknown built-in dataset builtin:{name}; available: " + ", ".join(f"builtin:{b}" for b in BUILTINS))
-    count = DEFAULT_COUNT if count is None else int(count)
-    resolution = DEFAULT_RESOLUTION if resolution is None else int(resolution)
-    if count < 1:
-        raise UserError("--max-images must be at least 1 for a built-in dataset")
-    if resolution < 4 or not is_power_of_two(resolution):
-        raise UserError(f"--resolution {resolution}: built-in datasets need a power of two >= 4")
-    images, cls = generate_shapes(count, resolution, seed)
-    src = _array_source("builtin", f"builtin:{name}", images, cls if labels else None, SHAPE_NAMES)
-    src.path = f"builtin:{name}"
-    return src

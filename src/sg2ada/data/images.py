@@ -3,15 +3,23 @@
 Everything here works on one image at a time and is thread-safe, so the tool can run it in a thread
 pool (Pillow releases the GIL while decoding, resizing and encoding). A problem with one image is
 raised as `SkipImage(reason)`; the caller records it against the file name and carries on.
-Conversions that change the pixels (grayscale->RGB, alpha compositing, 16-bit scaling, resizing)
-are returned as short notes so the dataset report can say what was done to which file.
+Conversions that change the pixels (EXIF orientation, grayscale->RGB, alpha compositing, 16-bit
+scaling, downscaled decoding, resizing) are returned as short notes so the dataset report can say
+what was done to which file.
+
+Size policy (replacing PIL's process-wide 89.5 MP bomb limit, which would drop ordinary 100 MP
+photos): an image above LARGE_IMAGE_PIXELS is decoded downscaled to DOWNSCALE_MARGIN times the
+output size per side (JPEG: DCT scaling inside the decoder; other formats: an integer box reduce
+right after decoding), one such decode at a time; an image that would still decode to more than
+MAX_DECODE_PIXELS is refused unread (a decompression bomb, or absurdly large).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
-import warnings
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +34,28 @@ GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 RESIZE_FILTERS = {"lanczos": PIL.Image.Resampling.LANCZOS, "box": PIL.Image.Resampling.BOX}
 TRANSFORMS = (None, "center-crop", "center-crop-wide")
+
+LARGE_IMAGE_PIXELS = 2**24  # 16.8 MP: above this, decode downscaled and one at a time
+MAX_DECODE_PIXELS = 2**28  # 268 MP (0.8 GB as RGB) decoded at most; a 100-150 MP TIFF or PNG still fits
+DOWNSCALE_MARGIN = 2  # a downscaled decode keeps at least this many times the output size per side
+
+EXIF_NOTE = "EXIF orientation"  # the note that marks an image turned upright (counted in the report)
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation value -> the transpose that makes the picture upright, and what it means.
+_UPRIGHT = {
+    2: (PIL.Image.Transpose.FLIP_LEFT_RIGHT, "mirrored"),
+    3: (PIL.Image.Transpose.ROTATE_180, "rotated 180"),
+    4: (PIL.Image.Transpose.FLIP_TOP_BOTTOM, "flipped upside down"),
+    5: (PIL.Image.Transpose.TRANSPOSE, "mirrored and rotated 90 counter-clockwise"),
+    6: (PIL.Image.Transpose.ROTATE_270, "rotated 90 clockwise"),
+    7: (PIL.Image.Transpose.TRANSVERSE, "mirrored and rotated 90 clockwise"),
+    8: (PIL.Image.Transpose.ROTATE_90, "rotated 90 counter-clockwise"),
+}
+
+_large_decodes = threading.Semaphore(1)  # bounds memory: one image above LARGE_IMAGE_PIXELS at a time
+_pil_limit_lock = threading.Lock()
+_pil_limit_users = 0
+_pil_limit_saved = None
 
 
 class SkipImage(Exception):
@@ -50,30 +80,86 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def open_image(data: bytes) -> PIL.Image.Image:
-    """Decode encoded bytes fully (so truncation is detected here, not later)."""
+@contextlib.contextmanager
+def _pil_limit_lifted():
+    """PIL's bomb limit is a process-wide setting; it is off while any thread here decodes (this
+    module's size policy replaces it) and restored when the last one finishes."""
+    global _pil_limit_users, _pil_limit_saved
+    with _pil_limit_lock:
+        if _pil_limit_users == 0:
+            _pil_limit_saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
+        _pil_limit_users += 1
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (rather than fails) on some damaged files; we treat that as damage.
-            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+        yield
+    finally:
+        with _pil_limit_lock:
+            _pil_limit_users -= 1
+            if _pil_limit_users == 0:
+                PIL.Image.MAX_IMAGE_PIXELS = _pil_limit_saved
+
+
+def _orientation(img: PIL.Image.Image, decoded: bool) -> int | None:
+    """The EXIF orientation (1 = upright), or None while it cannot be known without decoding (PIL
+    decodes a whole PNG to look for an eXIf chunk placed after the pixels)."""
+    if img.format == "PNG" and "exif" not in img.info and not decoded:
+        return None
+    try:
+        value = int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is ignored, as viewers do
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def open_image(data: bytes, keep_side: int | None = None, notes: list[str] | None = None) -> PIL.Image.Image:
+    """Decode encoded bytes fully (so truncation is detected here, not later), upright.
+
+    With `keep_side`, an image above LARGE_IMAGE_PIXELS is decoded downscaled, to no less than
+    DOWNSCALE_MARGIN * keep_side pixels per side. Conversions are appended to `notes`."""
+    notes = [] if notes is None else notes
+    try:
+        with _pil_limit_lifted():
             img = PIL.Image.open(io.BytesIO(data))
-            img.load()
+            stored_orientation = _orientation(img, decoded=False)
+            w, h = img.size
+            target = DOWNSCALE_MARGIN * keep_side if keep_side and w * h > LARGE_IMAGE_PIXELS else None
+            if target and img.format == "JPEG":
+                img.draft(img.mode, (target, target))  # 1/2, 1/4 or 1/8 scale, never below target
+            if img.size[0] * img.size[1] > MAX_DECODE_PIXELS:
+                raise SkipImage(f"declares {w}x{h} pixels, more than the {MAX_DECODE_PIXELS / 1e6:.0f} MP this tool "
+                                "decodes (a decompression bomb, or absurdly large); not decoded")
+            large = img.size[0] * img.size[1] > LARGE_IMAGE_PIXELS
+            with _large_decodes if large else contextlib.nullcontext():
+                img.load()
+                orientation = _orientation(img, decoded=True)  # recent PIL turns a TIFF upright itself
+                if target:
+                    factor = min(img.size[0] // target, img.size[1] // target)
+                    if factor >= 2:
+                        img = img.reduce(factor)
     except PIL.UnidentifiedImageError:
         raise SkipImage("not a decodable image (unknown or corrupt format)") from None
-    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
-        raise SkipImage(f"image too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SkipImage(f"corrupt or truncated image ({msg})") from None
+    if img.size != (w, h):
+        notes.append(f"decoded downscaled {w}x{h}->{img.size[0]}x{img.size[1]} (large image)")
+    if orientation != 1:
+        img = img.transpose(_UPRIGHT[orientation][0])
+    else:
+        orientation = stored_orientation or 1
+    if orientation != 1:
+        notes.append(f"{EXIF_NOTE} {orientation} applied ({_UPRIGHT[orientation][1]})")
     return img
 
 
 def probe(data_or_stream) -> tuple[str, tuple[int, int]] | None:
-    """(mode, (width, height)) from the header only, or None when it cannot be read."""
+    """(mode, (width, height)) as displayed (EXIF orientation applied) from the header only, or None
+    when it cannot be read."""
     try:
         src = io.BytesIO(data_or_stream) if isinstance(data_or_stream, (bytes, bytearray)) else data_or_stream
-        with PIL.Image.open(src) as img:
-            return img.mode, img.size
+        with _pil_limit_lifted(), PIL.Image.open(src) as img:
+            # The stored size: recent PIL reports a TIFF's size already turned upright.
+            w, h = (img.tag_v2[256], img.tag_v2[257]) if img.format == "TIFF" else img.size
+            return img.mode, ((h, w) if _orientation(img, decoded=False) in (5, 6, 7, 8) else (w, h))
     except Exception:  # the full decode later reports the exact problem for this file
         return None
 
@@ -195,7 +281,7 @@ def process(src, spec: Spec) -> tuple[np.ndarray, list[str]]:
         ):
             return np.ascontiguousarray(arr), notes  # already what we need: skip the PIL round trip
     if isinstance(src, (bytes, bytearray, memoryview)):
-        img = open_image(bytes(src))
+        img = open_image(bytes(src), keep_side=spec.resolution, notes=notes)
     elif isinstance(src, np.ndarray):
         img = array_to_image(src)
     else:

@@ -2,7 +2,8 @@
 
 A source lists `Item`s (a name for the report, a label, and a `read()` giving encoded bytes or a
 uint8 array) plus the entries it already knows it must skip (non-image files, unsafe zip paths,
-images without a label). Sources only ever read: nothing is extracted to disk and source files are
+files above the read limit, symlink loops, unreadable folders, images without a label) and the
+labels that name no image. Sources only ever read: nothing is extracted to disk and source files are
 opened read-only. Kinds: builtin:NAME, image folder (recursive), image zip, NVIDIA's PyTorch layout
 (folder or zip with dataset.json labels), NVIDIA's TF1 `*-rNN.tfrecords` folder, the CIFAR-10/100
 python tarball (restricted unpickler) and MNIST idx files (raw or gz).
@@ -10,25 +11,35 @@ python tarball (restricted unpickler) and MNIST idx files (raw or gz).
 
 from __future__ import annotations
 
-import gzip
+import errno
 import json
 import os
 import posixpath
 import re
+import stat
 import tarfile
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from sg2ada.data.images import is_image_name, probe
+from sg2ada.data import builtin
+from sg2ada.data.images import SkipImage, is_image_name, is_power_of_two, probe
 from sg2ada.data.safe_pickle import UnsafePickleError, safe_load
 from sg2ada.errors import UserError
 
 LABELS_FROM = ("auto", "json", "folders", "none")
+MAX_FILE_BYTES = 512 * 2**20  # largest image file (or zip member) read into memory; bigger ones are skipped unread
+MAX_ARCHIVE_BYTES = 2 * 2**30  # largest CIFAR batch or (decompressed) MNIST idx file read into memory
+_CIFAR_FILES = {f"data_batch_{i}" for i in range(1, 6)} | {"batches.meta", "train", "meta"}
+# Class ids are refused as implausible when there are more than this many and fewer than one in
+# SPARSE_CLASS_RATIO of them is used (see check_class_ids).
+MANY_CLASSES = 1000
+SPARSE_CLASS_RATIO = 10
 _TF1_RE = re.compile(r"^(?P<prefix>.*)-r(?P<lod>\d\d)\.tfrecords$")
 
 
@@ -53,6 +64,8 @@ class Source:
     channels: int | None = None  # known up front for array sources
     size: tuple[int, int] | None = None  # (w, h) known up front for array sources
     notes: list[str] = field(default_factory=list)  # source-wide conversions (e.g. MNIST padding)
+    labels_without_files: list[str] = field(default_factory=list)  # names in dataset.json with no image
+    symlink_loops: int = 0  # links back into a folder already walked (also listed in `skipped`)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self):
@@ -62,9 +75,32 @@ class Source:
 
 
 def read_file_bytes(path: str) -> bytes:
-    """The one place a source file's bytes are read (tests fake unreadable files here or at open)."""
+    """A whole small source file: labels, CIFAR batches, MNIST idx (image files go through read_capped)."""
     with open(path, "rb") as f:
         return f.read()
+
+
+def _bytes_text(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _too_big(size: int) -> str:
+    return f"{_bytes_text(size)}, above the {_bytes_text(MAX_FILE_BYTES)} read limit for one image file; not read"
+
+
+def read_capped(f) -> bytes:
+    """Read an open image file or zip member, never holding more than MAX_FILE_BYTES + 1 bytes
+    (its declared size was checked before opening; this guards what it really holds)."""
+    data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise SkipImage(f"holds more than the {_bytes_text(MAX_FILE_BYTES)} read limit for one image file "
+                        "(more than its size says); not read")
+    return data
+
+
+def _read_image_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return read_capped(f)
 
 
 # --------------------------------------------------------------------------------------------- labels
@@ -80,7 +116,24 @@ def _parse_labels_json(text: str, where: str) -> dict[str, object] | None:
         return None
     if not isinstance(labels, list) or not all(isinstance(x, list) and len(x) == 2 for x in labels):
         raise UserError(f'{where}: "labels" must be a list of ["relative/path.png", label] pairs (or null)')
-    return {str(k).replace("\\", "/"): v for k, v in labels}
+    return {posixpath.normpath(str(k).replace("\\", "/")): v for k, v in labels}
+
+
+def check_class_ids(class_ids, where: str) -> int:
+    """-> the number of classes, max id + 1 (NVIDIA's rule: a conditional model gets one input per
+    id). Refused when there are more than MANY_CLASSES ids and fewer than one in SPARSE_CLASS_RATIO
+    is used: such ids are codes or typos, not class indices (a label of 100000000 would build a
+    100000001-class model), while real label sets, even ImageNet-21k or a subset of ImageNet, are
+    either small or mostly used."""
+    ids = {int(v) for v in (np.unique(class_ids) if isinstance(class_ids, np.ndarray) else class_ids)}
+    top = max(ids, default=-1)
+    if top < 0:
+        return 0
+    dim, used = top + 1, sum(v >= 0 for v in ids)
+    if dim > MANY_CLASSES and used * SPARSE_CLASS_RATIO < dim:
+        raise UserError(f"{where}: class labels go up to {dim - 1} but only {used} distinct classes are used, which would "
+                        f"build a {dim}-class model; renumber the classes 0..{used - 1} or pass --labels-from none")
+    return dim
 
 
 def _label_kind(values: Iterable[object], where: str) -> tuple[str | None, int]:
@@ -89,7 +142,7 @@ def _label_kind(values: Iterable[object], where: str) -> tuple[str | None, int]:
     if not values:
         return None, 0
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "class", max(values) + 1 if max(values) >= 0 else 0
+        return "class", check_class_ids(values, where)
     if all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in values):
         dims = {len(v) for v in values}
         if len(dims) != 1:
@@ -148,32 +201,81 @@ def _finish_file_source(src: Source, entries, labels_from, json_labels, json_whe
                     continue
         items.append(Item(name, label, read, prb))
     src.items, src.count = items, len(items)
+    if json_labels is not None and labels_from in ("auto", "json"):
+        src.labels_without_files = sorted(set(json_labels) - {n for n, _, _ in entries})
     return src
 
 
+def _walk_error(src: Source, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        src.symlink_loops += 1
+        return "symlink loop (the link leads back to itself); not followed"
+    if isinstance(e, FileNotFoundError):
+        return "broken symlink (its target does not exist)"
+    return f"unreadable ({e.strerror or e})"
+
+
 def open_folder(root: Path, labels_from: str, exclude: list[Path]) -> Source:
+    """Every image below ROOT, symlinked folders included; a link back into a folder already
+    walked (a loop) and a link that cannot be resolved are reported, never followed."""
     root = root.resolve()
     excl = [p.resolve() for p in exclude]
     src = Source("folder", str(root), [], 0)
     entries = []
     json_text = None
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen = {_inode(root): "."}  # every folder walked, by identity, so a symlink loop is walked once
+    def unreadable(e: OSError):
+        rel = Path(e.filename).relative_to(root).as_posix() if e.filename else str(root)
+        src.skipped.append({"file": rel, "reason": f"unreadable folder ({e.strerror or e}); not read"})
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
         here = Path(dirpath)
-        # Never read our own output (or its temp dir) when DEST sits inside SOURCE.
-        dirnames[:] = sorted(d for d in dirnames if not any((here / d) == e or (here / d).name.startswith(f".{e.name}.") for e in excl))
+        keep = []
+        for d in sorted(dirnames):
+            full = here / d
+            rel = full.relative_to(root).as_posix()
+            # Never read our own output (or its temp dir) when DEST sits inside SOURCE.
+            if any(full == e or full.name.startswith(f".{e.name}.") for e in excl):
+                continue
+            try:
+                key = _inode(full)
+            except OSError as e:
+                src.skipped.append({"file": rel, "reason": _walk_error(src, e)})
+                continue
+            if key in seen:
+                first = seen[key]
+                if first == "." or rel.startswith(first + "/"):
+                    why = f"symlink loop (leads back to {first}); not followed"
+                    src.symlink_loops += 1
+                else:
+                    why = f"the same folder as {first} (a symlink); read once, there"
+                src.skipped.append({"file": rel, "reason": why})
+                continue
+            seen[key] = rel
+            keep.append(d)
+        dirnames[:] = keep
         for fn in sorted(filenames):
             full = here / fn
             rel = full.relative_to(root).as_posix()
             if rel == "dataset.json":
                 json_text = full
                 continue
-            if not full.is_file():
+            try:
+                st = full.stat()
+            except OSError as e:
+                src.skipped.append({"file": rel, "reason": _walk_error(src, e)})
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                src.skipped.append({"file": rel, "reason": "not a regular file; not read"})
                 continue
             if not is_image_name(fn):
                 src.skipped.append({"file": rel, "reason": "not an image file (unsupported extension)"})
                 continue
+            if st.st_size > MAX_FILE_BYTES:
+                src.skipped.append({"file": rel, "reason": _too_big(st.st_size)})
+                continue
             p = str(full)
-            entries.append((rel, (lambda p=p: read_file_bytes(p)), (lambda p=p: probe(p))))
+            entries.append((rel, (lambda p=p: _read_image_file(p)), (lambda p=p: probe(p))))
     entries.sort(key=lambda e: e[0])
     json_labels = None
     if json_text is not None and labels_from in ("auto", "json"):
@@ -184,6 +286,11 @@ def open_folder(root: Path, labels_from: str, exclude: list[Path]) -> Source:
     return _finish_file_source(src, entries, labels_from, json_labels, str(root / "dataset.json"), str(root))
 
 
+def _inode(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 def open_zip(path: Path, labels_from: str) -> Source:
     try:
         z = zipfile.ZipFile(path, "r")
@@ -191,17 +298,18 @@ def open_zip(path: Path, labels_from: str) -> Source:
         raise UserError(f"{path} is not a readable zip archive ({e}); check the file") from None
     lock = threading.Lock()  # one ZipFile shared by the worker threads
 
-    def read(name):
+    def read(info):
         with lock:
             try:
-                return z.read(name)
-            except (zipfile.BadZipFile, EOFError, ValueError) as e:
+                with z.open(info) as f:
+                    return read_capped(f)
+            except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
                 raise OSError(f"corrupt zip entry ({e})") from None
 
-    def prb(name):
+    def prb(info):
         try:
-            return probe(read(name))
-        except OSError:
+            return probe(read(info))
+        except (OSError, SkipImage):
             return None
 
     src = Source("zip", str(path), [], 0, closers=[z.close])
@@ -217,12 +325,19 @@ def open_zip(path: Path, labels_from: str) -> Source:
         norm = posixpath.normpath(name.replace("\\", "/"))
         if norm == "dataset.json":
             if labels_from in ("auto", "json"):
-                json_labels = _parse_labels_json(read(name).decode("utf-8", "replace"), f"{path}:dataset.json")
+                try:
+                    text = read(info).decode("utf-8", "replace")
+                except (OSError, SkipImage) as e:
+                    raise UserError(f"{path}:dataset.json cannot be read ({e}); fix or remove it") from None
+                json_labels = _parse_labels_json(text, f"{path}:dataset.json")
             continue
         if not is_image_name(name):
             src.skipped.append({"file": name, "reason": "not an image file (unsupported extension)"})
             continue
-        entries.append((norm, (lambda n=name: read(n)), (lambda n=name: prb(n))))
+        if info.file_size > MAX_FILE_BYTES:
+            src.skipped.append({"file": name, "reason": _too_big(info.file_size)})
+            continue
+        entries.append((norm, (lambda i=info: read(i)), (lambda i=info: prb(i))))
     return _finish_file_source(src, entries, labels_from, json_labels, f"{path}:dataset.json", str(path))
 
 
@@ -237,7 +352,7 @@ def _array_source(kind, path, images, labels, names=None, notes=None, label_from
     if labels is not None and label_from:
         labels = np.asarray(labels).astype(np.int64)
         src.label_type = "class"
-        src.label_dim = len(names) if names else int(labels.max()) + 1
+        src.label_dim = len(names) if names else check_class_ids(labels, str(path))
         src.label_names = list(names) if names else None
     else:
         labels = None
@@ -294,14 +409,20 @@ def _cifar_from_blobs(path, blobs: dict[str, bytes], labels_from: str) -> Source
     return _array_source("cifar", path, np.concatenate(images), lab, names, label_from=labels_from != "none")
 
 
+def _check_archive_size(where: str, size: int) -> None:
+    if size > MAX_ARCHIVE_BYTES:
+        raise UserError(f"{where} is {_bytes_text(size)}, more than the {_bytes_text(MAX_ARCHIVE_BYTES)} any CIFAR "
+                        "or MNIST file holds; not read, check the source")
+
+
 def open_cifar_tar(path: Path, labels_from: str) -> Source:
-    wanted = {f"data_batch_{i}" for i in range(1, 6)} | {"batches.meta", "train", "meta"}
     blobs = {}
     try:
         with tarfile.open(path, "r:*") as tar:
             for m in tar:
                 base = posixpath.basename(m.name)
-                if m.isfile() and base in wanted:
+                if m.isfile() and base in _CIFAR_FILES:
+                    _check_archive_size(f"{path}:{m.name}", m.size)
                     f = tar.extractfile(m)  # read into memory only; nothing is extracted to disk
                     blobs[base] = f.read() if f else b""
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -310,17 +431,29 @@ def open_cifar_tar(path: Path, labels_from: str) -> Source:
 
 
 def open_cifar_folder(path: Path, labels_from: str) -> Source:
-    blobs = {p.name: read_file_bytes(str(p)) for p in path.iterdir() if p.is_file()}
+    blobs = {}
+    for name in sorted(_CIFAR_FILES):
+        p = path / name
+        if p.is_file():
+            _check_archive_size(str(p), p.stat().st_size)
+            blobs[name] = read_file_bytes(str(p))
     return _cifar_from_blobs(path, blobs, labels_from)
 
 
 def _read_maybe_gz(path: Path) -> bytes:
+    _check_archive_size(str(path), path.stat().st_size)
     data = read_file_bytes(str(path))
     if data[:2] == b"\x1f\x8b":
+        gz = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
+            data = gz.decompress(data, MAX_ARCHIVE_BYTES + 1)  # a gzip bomb stops here
+        except zlib.error as e:
             raise UserError(f"{path} is a damaged gzip file ({e}); re-download it") from None
+        if len(data) > MAX_ARCHIVE_BYTES:
+            raise UserError(f"{path} decompresses to more than the {_bytes_text(MAX_ARCHIVE_BYTES)} any MNIST file "
+                            "holds (a gzip bomb?); not read, check the source")
+        if not gz.eof:
+            raise UserError(f"{path} is a damaged gzip file (truncated); re-download it")
     return data
 
 
@@ -392,7 +525,7 @@ def open_tf1(folder: Path, labels_from: str) -> Source:
             src.label_type, src.label_dim = "class", labels.shape[1]  # NVIDIA stores one-hot rows
             labels = labels.argmax(1)
         elif labels.ndim == 1 and labels.dtype.kind in "iu":
-            src.label_type, src.label_dim = "class", int(labels.max()) + 1
+            src.label_type, src.label_dim = "class", check_class_ids(labels, str(label_files[0]))
         elif labels.ndim == 2:
             src.label_type, src.label_dim = "vector", labels.shape[1]
         else:
@@ -441,6 +574,20 @@ def _tf1_items(rec: Path, labels, src: Source):
     return gen()
 
 
+def open_builtin(name: str, *, count=None, resolution=None, seed: int = 0, labels: bool = True) -> Source:
+    if name not in builtin.BUILTINS:
+        raise UserError(f"unknown built-in dataset builtin:{name}; available: "
+                        + ", ".join(f"builtin:{b}" for b in builtin.BUILTINS))
+    count = builtin.DEFAULT_COUNT if count is None else int(count)
+    resolution = builtin.DEFAULT_RESOLUTION if resolution is None else int(resolution)
+    if count < 1:
+        raise UserError("--max-images must be at least 1 for a built-in dataset")
+    if resolution < 4 or not is_power_of_two(resolution):
+        raise UserError(f"--resolution {resolution}: built-in datasets need a power of two >= 4")
+    images, cls = builtin.generate_shapes(count, resolution, seed)
+    return _array_source("builtin", f"builtin:{name}", images, cls if labels else None, builtin.SHAPE_NAMES)
+
+
 # ----------------------------------------------------------------------------------------- dispatch
 
 
@@ -450,8 +597,6 @@ def open_source(source: str, *, labels_from: str = "auto", exclude: list[Path] =
     if labels_from not in LABELS_FROM:
         raise UserError(f"--labels-from must be one of {', '.join(LABELS_FROM)}")
     if source.startswith("builtin:"):
-        from sg2ada.data.builtin import open_builtin
-
         return open_builtin(source[len("builtin:") :], count=builtin_count, resolution=builtin_resolution,
                             seed=seed, labels=labels_from != "none")
     p = Path(source)

@@ -91,7 +91,7 @@ def decide_spec(src: Source, *, channels, resolution, transform, wide_height, re
         step = max(1, len(items) // 256)
         for it in items[::step][:256]:
             p = it.probe() if it.probe else None
-            if p is not None:
+            if p is not None and p[1][0] * p[1][1] <= im.MAX_DECODE_PIXELS:  # a bomb gets no vote
                 probed.append(p)
     if channels is None:
         if src.channels is not None:
@@ -135,13 +135,11 @@ def iter_processed(src: Source, spec: im.Spec, *, max_images=None, workers=None,
 
     def work(item):
         try:
-            raw = item.read()
+            arr, notes = im.process(item.read(), spec)
+        except im.SkipImage as e:  # from process, or from a read over the size limit
+            return ("skip", item, str(e))
         except OSError as e:
             return ("skip", item, f"unreadable ({e.strerror or e})")
-        try:
-            arr, notes = im.process(raw, spec)
-        except im.SkipImage as e:
-            return ("skip", item, str(e))
         return ("ok", item, arr, encode(arr) if encode else None, notes)
 
     written = 0
@@ -288,7 +286,7 @@ def convert_dataset(source: str, dest, *, transform=None, resolution=None, wide_
         encode = im.encode_png if encoding == "png" else (lambda a: a.tobytes())
         labels, skipped, converted = [], list(src.skipped), []
         n_early = len(src.skipped)
-        n_conv = 0
+        n_conv = n_rotated = 0
         for res in iter_processed(src, spec, max_images=max_images, workers=workers, encode=encode, progress=progress):
             if res[0] == "skip":
                 skipped.append({"file": res[1].name, "reason": res[2]})
@@ -302,6 +300,7 @@ def convert_dataset(source: str, dest, *, transform=None, resolution=None, wide_
             labels.append(item.label)
             if notes:
                 n_conv += 1
+                n_rotated += any(n.startswith(im.EXIF_NOTE) for n in notes)
                 if len(converted) < _REPORT_CAP:
                     converted.append({"file": item.name, "action": "; ".join(notes)})
         skipped += src.skipped[n_early:]  # generator sources (TF1 records) report as they go
@@ -345,6 +344,10 @@ def convert_dataset(source: str, dest, *, transform=None, resolution=None, wide_
                 "written": len(labels),
                 "skipped_count": len(skipped),
                 "converted_count": n_conv,
+                "rotated_count": n_rotated,
+                "symlink_loop_count": src.symlink_loops,
+                "labels_without_files_count": len(src.labels_without_files),
+                "labels_without_files": src.labels_without_files[:_REPORT_CAP],
                 "notes": src.notes,
                 "skipped": skipped[:_REPORT_CAP],
                 "converted": converted,

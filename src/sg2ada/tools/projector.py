@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 
+from sg2ada.data import images
 from sg2ada.errors import UserError
 
 
@@ -62,17 +63,21 @@ class ProjectionResult:
 
 
 def load_target(path: str, resolution: int, channels: int = 3) -> np.ndarray:
-    """The target image as uint8 [res, res, channels]: centre-cropped to a square, then resized with
-    Lanczos (as NVIDIA's projector prepares it)."""
+    """The target image as uint8 [res, res, channels]: upright (EXIF), centre-cropped to a square,
+    then resized with Lanczos (as NVIDIA's projector prepares it). Decoded by the dataset tool's
+    decoder, so a very large photo is decoded downscaled and a decompression bomb is refused."""
     import PIL.Image
 
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file; pass --target an image (PNG, JPEG, ...)")
     try:
-        with PIL.Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"{path}: not a readable image ({type(e).__name__}); pass a PNG or JPEG") from None
+        with open(path, "rb") as f:
+            im = images.open_image(f.read(), keep_side=resolution)
+        im = im.convert("RGB" if channels == 3 else "L")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e}); check the file and its permissions") from None
+    except (images.SkipImage, ValueError) as e:
+        raise UserError(f"{path}: not a readable image: {e}; pass --target a PNG or JPEG") from None
     w, h = im.size
     if min(w, h) < 1:
         raise UserError(f"{path}: empty image")
