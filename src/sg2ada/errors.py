@@ -10,3 +10,9 @@ class UserError(Exception):
     """Bad input the user can fix; the message is shown as one line, without a traceback."""
 
     exit_code = 2
+
+
+class Stopped(UserError):
+    """SIGTERM or SIGINT before a command had anything to save (training saves, then exits 3 itself)."""
+
+    exit_code = 3

@@ -11,11 +11,14 @@ one `error: ...` line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import signal
 import sys
+import warnings
 
-from sg2ada.errors import UserError
+from sg2ada.errors import Stopped, UserError
 
 # command name -> module under sg2ada.cli; a module that is not there (yet) is left out of the menu.
 COMMANDS = {
@@ -93,15 +96,49 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _one_line_warning
+    # From the first moment, a scheduler's SIGTERM (or ^C) ends the command with one line; the
+    # training loop takes the signals over once it has state to save.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    tf = None
     try:
-        import_tensorflow_quietly()  # every command needs it; import it here so its banner can be dropped
+        tf = import_tensorflow_quietly()  # every command needs it; import it here so its banner can be dropped
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the machine's, not the program's: a full disk, a read-only folder, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; {_OS_FIX.get(e.errno, 'check the path and try again')}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # TensorFlow's file errors (a full disk under a checkpoint, a read-only run directory) carry
+        # the C++ message; anything else is a bug and keeps its traceback.
+        if tf is not None and isinstance(e, (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError,
+                                               tf.errors.DataLossError)):
+            msg = str(getattr(e, "message", e)).strip().splitlines()[0]
+            print(f"error: {msg}; free disk space or fix the permissions, then resume", file=sys.stderr)
+            return 2
+        raise
+
+
+_OS_FIX = {errno.ENOSPC: "free disk space, then resume (the last checkpoint is intact)",
+           errno.EACCES: "make it writable or choose another --outdir",
+           errno.EROFS: "the filesystem is read-only: choose another --outdir",
+           errno.EPERM: "make it writable or choose another --outdir"}
+
+
+def _stop(signum, frame):
+    raise Stopped(f"stopped by {signal.Signals(signum).name} before anything was saved; run the command again")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ Exit status: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGINT after saving a che
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import shutil
 
 from sg2ada.errors import UserError
 
@@ -95,6 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--xla", dest="xla", action="store_true", default=None, help="compile with XLA [default: on GPUs]")
     f.add_argument("--no-xla", dest="xla", action="store_false", help="do not compile with XLA")
     f.add_argument("--strategy", metavar="NAME", help="auto, mirrored, multiworker or default [default: auto]")
+    f.add_argument("--cluster-timeout", type=float, default=10, metavar="MIN", help="how long the workers of a "
+                   "TF_CONFIG cluster wait for each other at start [default: 10]")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,11 +147,18 @@ def _print_summary(opts, run_dir: str, num_replicas: int) -> None:
 def main(args) -> int:
     from sg2ada.training import distribute
     from sg2ada.training.options import CONTINUE_OVERRIDES, resolve_options
-    from sg2ada.training.run_dir import create_run_dir, find_run_dir, next_run_dir, read_options, run_desc
+    from sg2ada.training.run_dir import (
+        CHECKPOINT_SUBDIR,
+        create_run_dir,
+        find_run_dir,
+        next_run_dir,
+        read_options,
+        run_desc,
+    )
     from sg2ada.training.training_loop import training_loop
 
     given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("command", "_run", "dry_run", "outdir")}
+             if v is not None and k not in ("command", "_run", "dry_run", "outdir", "cluster_timeout")}
 
     # ---- What to train: a run to continue, or a new run --------------------------------------
     continue_dir = _run_to_continue(given.get("resume"), args.outdir, args.dry_run)
@@ -175,7 +186,7 @@ def main(args) -> int:
     if args.dry_run:
         strategy, num_replicas = None, distribute.count_replicas(strategy_name)
     else:
-        strategy = distribute.make_strategy(strategy_name)
+        strategy = distribute.make_strategy(strategy_name, cluster_timeout_sec=args.cluster_timeout * 60)
         num_replicas = int(strategy.num_replicas_in_sync)
     if not continue_dir:
         opts = resolve_options(num_replicas=num_replicas, **given)
@@ -213,4 +224,10 @@ def main(args) -> int:
         run_dir = find_run_dir(outdir or os.path.dirname(continue_dir), run_id)
     if chief:
         _print_summary(opts, run_dir, num_replicas)
-    return training_loop(opts, run_dir, strategy, transfer_from=transfer)
+    try:
+        return training_loop(opts, run_dir, strategy, transfer_from=transfer)
+    except BaseException:
+        # A new run that failed before its first checkpoint leaves nothing behind.
+        if chief and not continue_dir and not glob.glob(os.path.join(run_dir, CHECKPOINT_SUBDIR, "ckpt-*.index")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise

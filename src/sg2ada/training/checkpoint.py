@@ -198,8 +198,6 @@ class CheckpointKeeper:
                 warnings.warn(f"checkpoint {path} is unreadable ({_short(e)}); trying an older one",
                               CheckpointCorruptWarning, stacklevel=2)
                 continue
-            if errors:
-                print(f"warning: skipped unreadable checkpoint(s) {', '.join(errors)}; restored {path}")
             return path
         raise UserError(f"--resume {directory}: every checkpoint there is unreadable ({', '.join(errors)}); "
                         "restore the directory from a backup (--backup-uri)")

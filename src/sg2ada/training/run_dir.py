@@ -247,3 +247,62 @@ def tee_console(log_path: str | None):
     finally:
         sys.stdout, sys.stderr = orig_out, orig_err
         log.close()
+
+
+LOCK_FILE = "lock.json"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str):
+    """One live writer per run directory: `lock.json` (host, pid, start time), made atomically.
+
+    A lock left by a dead process on this host is taken over with a warning; a live one, or one
+    from another host (whose process we cannot see), is refused in one line naming the holder and
+    how to break the lock. Removed on exit.
+    """
+    import json
+    import socket
+    import time
+
+    path = os.path.join(run_dir, LOCK_FILE)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    holder = json.load(f)
+                host, pid = str(holder["host"]), int(holder["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                holder, host, pid = {}, None, None  # half-written by a process killed while taking it
+            if host == me["host"] and pid is not None and _alive(pid):
+                raise UserError(f"{run_dir} is being trained by process {pid} on this host (since "
+                                f"{holder.get('started')}); stop it first, or delete {path} if it is not training")
+            if host not in (None, me["host"]):
+                raise UserError(f"{run_dir} is locked by process {pid} on {host} (since {holder.get('started')}); "
+                                f"if nothing trains it there any more, delete {path}")
+            print(f"warning: taking over the lock of {run_dir} left by a process that is gone ({holder or 'unreadable'})")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise UserError(f"could not lock {run_dir}: another process keeps taking {path}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -24,6 +24,7 @@ Exit status (also that of `sg2ada train`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -41,7 +42,14 @@ from sg2ada.training import distribute
 from sg2ada.training import monitor as mon
 from sg2ada.training.checkpoint import Backup, CheckpointKeeper, preemption_handler
 from sg2ada.training.options import TrainingOptions
-from sg2ada.training.run_dir import CHECKPOINT_SUBDIR, LOG_FILE, format_time, tee_console, write_options
+from sg2ada.training.run_dir import (
+    CHECKPOINT_SUBDIR,
+    LOG_FILE,
+    format_time,
+    run_lock,
+    tee_console,
+    write_options,
+)
 from sg2ada.training.trainer import Trainer
 from sg2ada.training.transfer import load_transfer_weights
 
@@ -64,7 +72,8 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
     `progress`: a progress bar between ticks (None: when stderr is a terminal outside CI).
     """
     chief = distribute.is_chief(strategy)
-    with tee_console(os.path.join(run_dir, LOG_FILE) if chief else None) as console_err:
+    with run_lock(run_dir) if chief else contextlib.nullcontext(), \
+            tee_console(os.path.join(run_dir, LOG_FILE) if chief else None) as console_err:
         start_time = time.time()
 
         # ---- Set up: networks, optimizers and the rest of the training state -----------------
