@@ -1,4 +1,4 @@
-"""The tf.data pipeline: determinism, mirror, subset, labels, caching, distribution, label sampler."""
+"""make_dataset (metrics, grids): determinism, mirror, subset, labels, caching; the label sampler."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ import pytest
 import tensorflow as tf
 from sg2ada_data_helpers import read_dataset, save_png, solid
 
-from sg2ada.data import (
-    distribute_dataset,
-    label_sampler,
-    make_dataset,
-    make_dataset_fn,
-    open_dataset,
-    select_subset,
-)
+from sg2ada.data import label_sampler, make_dataset, open_dataset, select_subset
 from sg2ada.data.tool import convert_dataset
 from sg2ada.errors import UserError
 
@@ -151,47 +144,6 @@ def test_open_dataset_errors(shapes, tmp_path):
     (broken / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="incomplete"):
         open_dataset(broken)
-
-
-def _strategy():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    if len(devices) < 2:
-        pytest.skip("needs the two logical CPU devices from tests/conftest.py")
-    return tf.distribute.MirroredStrategy(devices)
-
-
-@pytest.mark.parametrize("per_replica_fn", [True, False])
-def test_two_replica_mirrored_strategy_splits_each_global_batch(shapes, per_replica_fn):
-    strategy = _strategy()
-    dist = distribute_dataset(strategy, shapes, 8, per_replica_fn=per_replica_fn, shuffle=False, repeat=False,
-                              with_index=True)
-    seen = []
-    for x, c, i in dist:
-        parts = strategy.experimental_local_results(i)
-        assert len(parts) == 2
-        for k, p in enumerate(parts):
-            assert p.shape == (4,)
-            assert strategy.experimental_local_results(x)[k].shape == (4, 8, 8, 3)
-            assert strategy.experimental_local_results(c)[k].shape == (4, 3)
-            seen += p.numpy().tolist()
-    assert sorted(seen) == list(range(N))
-
-
-def test_replica_count_must_divide_batch(shapes):
-    with pytest.raises(UserError, match="not divisible"):
-        distribute_dataset(_strategy(), shapes, 7)
-
-
-def test_multi_worker_pipelines_are_disjoint_and_complete(shapes):
-    fn = make_dataset_fn(shapes, 8, shuffle=False, repeat=False, with_index=True, subset=30, seed=9)
-    seen = []
-    for w in range(2):
-        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=w, num_replicas_in_sync=4)
-        idx = np.concatenate([b[2].numpy() for b in fn(ctx)])
-        assert np.all(idx % 2 == w)
-        assert all(b[0].shape[0] <= 2 for b in fn(ctx))  # per-replica batch = 8 // 4
-        seen += idx.tolist()
-    assert sorted(seen) == select_subset(N, 30, 9).tolist()
 
 
 def test_label_sampler_follows_the_label_distribution(shapes):
