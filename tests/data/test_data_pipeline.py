@@ -164,9 +164,23 @@ def test_label_sampler_follows_the_label_distribution(shapes):
     assert set(sub.sample_numpy(200, np.random.default_rng(0)).argmax(1).tolist()) <= allowed
 
 
+def test_label_sampler_per_sample_does_not_depend_on_the_split(shapes):
+    labels = np.load(shapes / "labels.npy")
+    sampler = label_sampler(shapes)
+    seed = tf.constant([3, 4])
+    whole = sampler.per_sample(seed, tf.range(4000), 4000).numpy()
+    assert whole.shape == (4000, 3) and np.all(whole.sum(1) == 1)
+    np.testing.assert_allclose(whole.mean(0), np.bincount(labels, minlength=3) / N, atol=0.04)
+    parts = [sampler.per_sample(seed, tf.range(k * 1000, (k + 1) * 1000), 4000) for k in range(4)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    xla = tf.function(lambda i: sampler.per_sample(seed, i, 4000), jit_compile=True)
+    np.testing.assert_array_equal(xla(tf.constant([7, 3, 3999])), whole[[7, 3, 3999]])
+
+
 def test_label_sampler_without_labels(image_folder):
     s = label_sampler(image_folder)
     assert s.label_dim == 0 and s(5, tf.constant([0, 0])).shape == (5, 0)
+    assert s.per_sample(tf.constant([0, 0]), tf.range(2, 5), 8).shape == (3, 0)
 
 
 def test_url_paths_go_through_tf_gfile(shapes):

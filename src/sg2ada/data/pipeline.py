@@ -423,8 +423,10 @@ def _label_rows(info: DatasetInfo, raw, n: int) -> np.ndarray:
 
 
 def _decoded_selection(info: DatasetInfo, keep: np.ndarray):
-    """uint8 [n, H, W, C] images and float32 [n, D] labels of the selected images (index order),
-    decoded once per process and kept while the same selection is asked for."""
+    """Host tensors uint8 [n, H, W, C] and float32 [n, D]: the selected images and their labels in
+    index order, decoded once per process and kept while the same selection is asked for."""
+    import tensorflow as tf
+
     key = (info.path, info.count, hash(keep.tobytes()))
     if key in _STORE_CACHE:
         return _STORE_CACHE[key]
@@ -445,8 +447,9 @@ def _decoded_selection(info: DatasetInfo, keep: np.ndarray):
             images[at] = img.numpy()
             labels[at] = lab.numpy()
         store = (images, labels[:, : info.label_dim])
-    _STORE_CACHE[key] = store
-    return store
+    with tf.device("/cpu:0"):  # captured by the pipeline as host tensors, never as graph constants
+        _STORE_CACHE[key] = tuple(tf.constant(a) for a in store)
+    return _STORE_CACHE[key]
 
 
 class _RecordReader:
@@ -545,16 +548,14 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
     if batch_size < 1 or batch_gpu < 1 or batch_size % batch_gpu:
         raise UserError(f"batch size {batch_size} is not a positive multiple of the per-device batch {batch_gpu}; "
                         "pass --batch a multiple of --batch-gpu")
-    if skip_images < 0 or skip_images % batch_size:
-        raise ValueError(f"skip_images {skip_images} is not a whole number of {batch_size}-image batches")
+    if skip_images < 0:
+        raise ValueError(f"skip_images must be >= 0, not {skip_images}")
     keep = select_subset(info.count, subset, seed)
     n = len(keep)
     items = n * (2 if mirror else 1)
     labels = None
     if info.kind == "memory" or n * info.image_nbytes <= _cache_budget():
-        images, labels = _decoded_selection(info, keep)
-        with tf.device("/cpu:0"):  # host tensors captured by the pipeline, never graph constants
-            images_t, labels_t = tf.constant(images), tf.constant(labels)
+        images_t, labels_t = _decoded_selection(info, keep)
 
         def gather(k):
             return tf.gather(images_t, k), tf.gather(labels_t, k)
@@ -566,8 +567,6 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
 
         def gather(k):
             return reader.gather(k), tf.gather(labels_t, k)
-
-    first_iter = skip_images // batch_size
 
     def dataset_fn(ctx):
         replicas, pipelines = ctx.num_replicas_in_sync, ctx.num_input_pipelines
@@ -581,10 +580,11 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
         first_replica = ctx.input_pipeline_id * local
 
         def element(e):
-            it = first_iter + e // (rounds * local)
+            it = e // (rounds * local)
             r = (e // local) % rounds
             rid = first_replica + e % local
-            q = it * batch_size + r * (batch_gpu * replicas) + rid * batch_gpu + tf.range(batch_gpu, dtype=tf.int64)
+            q = (skip_images + it * batch_size + r * (batch_gpu * replicas) + rid * batch_gpu
+                 + tf.range(batch_gpu, dtype=tf.int64))
             epoch = q // items
             perm_seed = tf.stack([tf.fill([batch_gpu], tf.constant(_SHUFFLE_KEY, tf.int64)),
                                   tf.fill([batch_gpu], tf.constant(seed, tf.int64)), epoch], axis=1)
@@ -599,6 +599,9 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
         opts = tf.data.Options()
         opts.deterministic = True
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        # The static rewrites gain nothing on counter -> map, and they copy the captured image store
+        # (measured: 8 s for 2 GiB).
+        opts.experimental_optimization.apply_default_optimizations = False
         return ds.prefetch(tf.data.AUTOTUNE).with_options(opts)
 
     return dataset_fn
@@ -613,8 +616,8 @@ def training_iterator(strategy, path, *, batch_size: int, batch_gpu: int, mirror
 
     The global stream depends only on (seed, position): batch i holds the same images in the same
     places for any cluster shape. mirror adds x-flipped copies (NVIDIA's --mirror), subset keeps a
-    seeded choice of images (`select_subset`, seeded by `seed`), skip_images (a multiple of
-    batch_size) starts the stream there without reading what is skipped (resume). The selection
+    seeded choice of images (`select_subset`, seeded by `seed`), skip_images starts the stream at
+    that position without reading what is skipped (resume: the images already trained on). The selection
     is held in memory when it fits `_cache_budget()` (SG2ADA_DATA_CACHE_MB); a larger tool-made
     dataset is read record by record from its shards.
     """
@@ -655,6 +658,22 @@ class LabelSampler:
         u = tf.random.stateless_uniform([batch_size], seed=seed, minval=0, maxval=self.total, dtype=tf.int64)
         # Row j is chosen when cum[j-1] <= u < cum[j]; a compare-and-count (not searchsorted) so
         # the sampler also compiles under XLA (jit_compile=True).
+        which = tf.reduce_sum(tf.cast(u[:, None] >= cum[None, :], tf.int32), axis=1)
+        return tf.gather(rows, which)
+
+    def per_sample(self, seed, sample_index, num_samples):
+        """float32 [len(sample_index), label_dim]: the labels of samples `sample_index` of a batch of
+        `num_samples` (`sg2ada.ops.random.per_sample_uniform`), the same however the batch is split."""
+        import tensorflow as tf
+
+        from sg2ada.ops.random import per_sample_uniform  # here: keeps TensorFlow out of `sg2ada --help`
+
+        n = tf.shape(sample_index)[0]
+        if self.label_dim == 0 or self.total == 0:
+            return tf.zeros([n, self.label_dim], tf.float32)
+        rows, cum = self._tensors
+        u = tf.cast(tf.floor(per_sample_uniform(seed, sample_index, num_samples) * self.total), tf.int64)
+        u = tf.minimum(u, self.total - 1)  # float32 rounding of u * total can reach total
         which = tf.reduce_sum(tf.cast(u[:, None] >= cum[None, :], tf.int32), axis=1)
         return tf.gather(rows, which)
 
