@@ -1,4 +1,4 @@
-"""The tf.data pipeline: determinism, mirror, subset, labels, caching, distribution, label sampler."""
+"""make_dataset (metrics, grids): determinism, mirror, subset, labels, caching; the label sampler."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ import pytest
 import tensorflow as tf
 from sg2ada_data_helpers import read_dataset, save_png, solid
 
-from sg2ada.data import (
-    distribute_dataset,
-    label_sampler,
-    make_dataset,
-    make_dataset_fn,
-    open_dataset,
-    select_subset,
-)
+from sg2ada.data import label_sampler, make_dataset, open_dataset, select_subset
 from sg2ada.data.tool import convert_dataset
 from sg2ada.errors import UserError
 
@@ -153,47 +146,6 @@ def test_open_dataset_errors(shapes, tmp_path):
         open_dataset(broken)
 
 
-def _strategy():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    if len(devices) < 2:
-        pytest.skip("needs the two logical CPU devices from tests/conftest.py")
-    return tf.distribute.MirroredStrategy(devices)
-
-
-@pytest.mark.parametrize("per_replica_fn", [True, False])
-def test_two_replica_mirrored_strategy_splits_each_global_batch(shapes, per_replica_fn):
-    strategy = _strategy()
-    dist = distribute_dataset(strategy, shapes, 8, per_replica_fn=per_replica_fn, shuffle=False, repeat=False,
-                              with_index=True)
-    seen = []
-    for x, c, i in dist:
-        parts = strategy.experimental_local_results(i)
-        assert len(parts) == 2
-        for k, p in enumerate(parts):
-            assert p.shape == (4,)
-            assert strategy.experimental_local_results(x)[k].shape == (4, 8, 8, 3)
-            assert strategy.experimental_local_results(c)[k].shape == (4, 3)
-            seen += p.numpy().tolist()
-    assert sorted(seen) == list(range(N))
-
-
-def test_replica_count_must_divide_batch(shapes):
-    with pytest.raises(UserError, match="not divisible"):
-        distribute_dataset(_strategy(), shapes, 7)
-
-
-def test_multi_worker_pipelines_are_disjoint_and_complete(shapes):
-    fn = make_dataset_fn(shapes, 8, shuffle=False, repeat=False, with_index=True, subset=30, seed=9)
-    seen = []
-    for w in range(2):
-        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=w, num_replicas_in_sync=4)
-        idx = np.concatenate([b[2].numpy() for b in fn(ctx)])
-        assert np.all(idx % 2 == w)
-        assert all(b[0].shape[0] <= 2 for b in fn(ctx))  # per-replica batch = 8 // 4
-        seen += idx.tolist()
-    assert sorted(seen) == select_subset(N, 30, 9).tolist()
-
-
 def test_label_sampler_follows_the_label_distribution(shapes):
     labels = np.load(shapes / "labels.npy")
     freq = np.bincount(labels, minlength=3) / N
@@ -212,9 +164,23 @@ def test_label_sampler_follows_the_label_distribution(shapes):
     assert set(sub.sample_numpy(200, np.random.default_rng(0)).argmax(1).tolist()) <= allowed
 
 
+def test_label_sampler_per_sample_does_not_depend_on_the_split(shapes):
+    labels = np.load(shapes / "labels.npy")
+    sampler = label_sampler(shapes)
+    seed = tf.constant([3, 4])
+    whole = sampler.per_sample(seed, tf.range(4000), 4000).numpy()
+    assert whole.shape == (4000, 3) and np.all(whole.sum(1) == 1)
+    np.testing.assert_allclose(whole.mean(0), np.bincount(labels, minlength=3) / N, atol=0.04)
+    parts = [sampler.per_sample(seed, tf.range(k * 1000, (k + 1) * 1000), 4000) for k in range(4)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    xla = tf.function(lambda i: sampler.per_sample(seed, i, 4000), jit_compile=True)
+    np.testing.assert_array_equal(xla(tf.constant([7, 3, 3999])), whole[[7, 3, 3999]])
+
+
 def test_label_sampler_without_labels(image_folder):
     s = label_sampler(image_folder)
     assert s.label_dim == 0 and s(5, tf.constant([0, 0])).shape == (5, 0)
+    assert s.per_sample(tf.constant([0, 0]), tf.range(2, 5), 8).shape == (3, 0)
 
 
 def test_url_paths_go_through_tf_gfile(shapes):

@@ -282,18 +282,6 @@ def test_load_tf1_variables_checks_names_and_shapes():
         D.load_tf1_variables({**D.get_tf1_variables(), "Extra/weight": np.zeros(1)})
 
 
-def test_stateless_noise_is_standard_normal_and_xla_stable():
-    from sg2ada.networks.synthesis import stateless_normal
-
-    seed = tf.constant([11, 12], tf.int32)
-    shape = tf.constant([64, 32, 32, 1])
-    x = stateless_normal(shape, seed).numpy()
-    assert x.shape == (64, 32, 32, 1)
-    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
-    assert abs(np.mean(x > 1.96) - 0.025) < 0.003
-    np.testing.assert_allclose(tf.function(stateless_normal, jit_compile=True)(shape, seed), x, rtol=1e-5, atol=1e-5)
-
-
 def test_dynamic_batch_size_traces():
     G = Generator(g_config())
     D = Discriminator(d_config())

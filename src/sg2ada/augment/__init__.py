@@ -11,7 +11,7 @@ from sg2ada.augment.controller import (
     MODES,
     AdaController,
 )
-from sg2ada.augment.pipe import DEFAULT_PRESET, OPS, PRESETS, AugmentPipe, replica_seed
+from sg2ada.augment.pipe import DEFAULT_PRESET, OPS, PRESETS, AugmentPipe
 
 __all__ = [
     "ADA_KIMG_DEFAULT",
@@ -22,5 +22,4 @@ __all__ = [
     "PRESETS",
     "AdaController",
     "AugmentPipe",
-    "replica_seed",
 ]

@@ -32,9 +32,11 @@ zeros outside), 2x downsampling with the same filter. Two deliberate implementat
 The bilinear sampler is a gather, so gradients w.r.t. the images exist to any order (G's loss and
 the R1 penalty flow through the pipe). Samples that no transformation touched are passed through
 with `tf.where`, and stages that touch no sample are skipped with `tf.cond`, so p = 0 returns the
-input bit for bit. All randomness is stateless (`tf.random.stateless_*`, Philox) from the int32 [2]
-seed given per call; each draw has its own fixed sub-seed, so enabling one op does not change the
-draws of another.
+input bit for bit. All randomness is stateless (sg2ada.ops.random, Philox) from the int32 [2] seed
+given per call; each draw has its own fixed sub-seed, so enabling one op does not change the draws
+of another. Given the samples' global positions in a batch (`sample_index`, `num_samples`), every
+draw of a sample is its row of one draw for the whole batch, so a sample is augmented the same way
+on whichever replica and in whichever accumulation round it is processed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import tensorflow as tf
 
 from sg2ada.augment import filters
 from sg2ada.errors import UserError
+from sg2ada.ops.random import per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
 
 # Probability multipliers of each preset (the paper's pipelines, Fig. 4/5 and App. B).
 _BLIT = {"xflip": 1, "rotate90": 1, "xint": 1}
@@ -114,56 +117,6 @@ _KEYS = {
 
 _HZ_PAD = len(filters.SYM6) // 4  # low-res pixels of filter support on each side of the output
 _ALG = "philox"  # pinned so that XLA and non-XLA runs draw the same numbers
-
-
-def replica_seed(seed) -> tf.Tensor:
-    """Fold the replica id into `seed` when running in a multi-replica context, else return it.
-
-    Under tf.distribute every replica runs the same code with the same seed; folding in the replica
-    id gives each replica its own augmentation stream (the reference draws independently per GPU).
-    """
-    seed = tf.convert_to_tensor(seed, dtype=tf.int32)
-    ctx = tf.distribute.get_replica_context()
-    if ctx is not None and ctx.num_replicas_in_sync > 1:
-        rid = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-        seed = tf.random.experimental.stateless_fold_in(seed, rid + 1_000_003, alg=_ALG)
-    return seed
-
-
-def _random_bits(shape, seed) -> tf.Tensor:
-    # The two seed words are the 64-bit Philox key (zero counter). TF's own seed-to-key op treats
-    # negative seed words differently under XLA, so we do the bit packing ourselves.
-    words = tf.cast(tf.bitcast(tf.convert_to_tensor(seed, tf.int32), tf.uint32), tf.uint64)
-    key = tf.bitwise.bitwise_or(tf.bitwise.left_shift(words[0], tf.constant(32, tf.uint64)), words[1])
-    key = tf.reshape(key, [1])
-    counter = tf.zeros([2], tf.uint64)
-    return tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=1, dtype=tf.uint32)
-
-
-def _bits_to_unit(bits, open_at_zero=False) -> tf.Tensor:
-    # The top 24 bits give every float32 multiple of 2^-24 in [0, 1) (or (0, 1]) exactly.
-    top = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32)
-    return (top + (1.0 if open_at_zero else 0.0)) * (2.0**-24)
-
-
-def stateless_uniform(shape, seed) -> tf.Tensor:
-    """Uniform [0, 1) float32 from an int32 [2] seed, identical with and without XLA.
-
-    TensorFlow's stateless float samplers give different numbers under XLA than on CPU (the Philox
-    bits agree, the float conversion and the seed scrambling do not), so the same seed would
-    augment differently in an XLA-compiled training step than in eager code (preview, tests). We
-    draw the raw Philox bits with TF's stateless op and do the rest ourselves.
-    """
-    return _bits_to_unit(_random_bits(shape, seed))
-
-
-def stateless_normal(shape, seed) -> tf.Tensor:
-    """Standard normal float32 from an int32 [2] seed (Box-Muller), identical with and without XLA."""
-    shape = tf.convert_to_tensor(shape, tf.int32)
-    bits = _random_bits(tf.concat([[2], shape], 0), seed)
-    u1 = _bits_to_unit(bits[0], open_at_zero=True)
-    u2 = _bits_to_unit(bits[1])
-    return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos((2 * np.pi) * u2)
 
 
 def _exp2(x):
@@ -304,8 +257,11 @@ class AugmentPipe:
 
     images: NHWC float in [-1, 1] with 1 or 3 channels (static H, W, C; the batch may be dynamic).
     p: scalar augmentation probability (Python number, tensor or variable).
-    seed: int32 [2] stateless seed; a multi-replica context folds in the replica id unless
-    `fold_replica=False`.
+    seed: int32 [2] stateless seed.
+    sample_index, num_samples: optional; int [N] global positions of the images in a batch of
+    num_samples that is processed in parts (replicas, accumulation rounds) with the same seed. Each
+    image then gets the augmentation of its position, independent of the split. Without them the
+    batch is the whole batch (sample_index = range(N)).
     """
 
     def __init__(self, preset: str | None = None, *, pad_buckets=(0.25, 0.5), **kwargs):
@@ -351,8 +307,10 @@ class AugmentPipe:
     # ------------------------------------------------------------------------------------------
     # Parameter selection.
 
-    def sample_params(self, batch, p, seed, height: int, width: int, channels: int) -> dict:
-        """Draw every random parameter for a batch. Returns a dict of tensors (float32 unless noted):
+    def sample_params(self, batch, p, seed, height: int, width: int, channels: int, sample_index=None,
+                      num_samples=None) -> dict:
+        """Draw every random parameter for a batch (see `__call__` for sample_index and num_samples).
+        Returns a dict of tensors (float32 unless noted):
 
         gates/<op>: bool [N], whether the op is applied to each sample (rotate: pre OR post);
         G_inv [N,3,3] (output pixel -> input pixel, centred coordinates); blit_only bool [N] and
@@ -370,10 +328,14 @@ class AugmentPipe:
             return tf.random.experimental.stateless_fold_in(seed, _KEYS[key], alg=_ALG)
 
         def uniform(key, shape):
-            return stateless_uniform(shape, sub(key))
+            if sample_index is None:
+                return stateless_uniform(shape, sub(key))
+            return per_sample_uniform(sub(key), sample_index, num_samples, shape[1:])
 
         def normal(key, shape):
-            return stateless_normal(shape, sub(key))
+            if sample_index is None:
+                return stateless_normal(shape, sub(key))
+            return per_sample_normal(sub(key), sample_index, num_samples, shape[1:])
 
         def gate(key, prob):
             return uniform(key + "_gate", [n]) < prob
@@ -532,7 +494,7 @@ class AugmentPipe:
     # ------------------------------------------------------------------------------------------
     # Execution.
 
-    def __call__(self, images, p, seed, *, fold_replica: bool = True):
+    def __call__(self, images, p, seed, sample_index=None, num_samples=None):
         images = tf.convert_to_tensor(images)
         if images.shape.rank != 4:
             raise ValueError(f"AugmentPipe expects NHWC images, got shape {images.shape}")
@@ -545,10 +507,10 @@ class AugmentPipe:
                 f"colour augmentations need 1 (L) or 3 (RGB) channels, the images have {c}: "
                 "use an augmentation pipe without colour ops (e.g. --augpipe bg)"
             )
-        if fold_replica:
-            seed = replica_seed(seed)
+        if (sample_index is None) != (num_samples is None):
+            raise ValueError("AugmentPipe: give both sample_index and num_samples, or neither")
         n = tf.shape(images)[0]
-        prm = self.sample_params(n, p, seed, h, w, c)
+        prm = self.sample_params(n, p, seed, h, w, c, sample_index, num_samples)
 
         if any(self.multipliers[k] > 0 for k in GEOMETRIC_OPS):
             images = self._run_geometric(images, prm)
@@ -557,7 +519,8 @@ class AugmentPipe:
         if self.multipliers["imgfilter"] > 0:
             images = _masked(prm["filter"], images, lambda x: self._run_imgfilter(x, prm["filter_gains"]))
         if self.multipliers["noise"] > 0:
-            images = _masked(prm["noise"], images, lambda x: _run_noise(x, prm["noise_sigma"], prm["noise_seed"]))
+            images = _masked(prm["noise"], images, lambda x: _run_noise(x, prm["noise_sigma"], prm["noise_seed"],
+                                                                           sample_index, num_samples))
         if self.multipliers["cutout"] > 0:
             images = _masked(prm["cutout"], images, lambda x: _run_cutout(x, prm["cutout_size"], prm["cutout_center"]))
         return images
@@ -765,8 +728,11 @@ def _blit(images, G):
     return tf.gather(tf.reshape(images, [-1, c]), idx)
 
 
-def _run_noise(x, sigma, seed):
-    noise = stateless_normal(tf.shape(x), seed)
+def _run_noise(x, sigma, seed, sample_index, num_samples):
+    if sample_index is None:
+        noise = stateless_normal(tf.shape(x), seed)
+    else:
+        noise = per_sample_normal(seed, sample_index, num_samples, x.shape[1:])
     return x + tf.cast(noise * sigma[:, None, None, None], x.dtype)
 
 

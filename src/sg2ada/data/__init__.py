@@ -3,9 +3,9 @@ pipeline and the built-in demo data.
 
 Public API (TensorFlow is imported only when a pipeline is built or a dataset is written):
     open_dataset(path) -> DatasetInfo
-    make_dataset(path, batch_size, *, mirror, subset, seed, shuffle, cache, repeat, ...)
-    make_dataset_fn(path, global_batch_size, **kw)   for strategy.distribute_datasets_from_function
-    distribute_dataset(strategy, path, global_batch_size, **kw)
+    training_iterator(strategy, path, *, batch_size, batch_gpu, mirror, subset, seed, skip_images)
+    training_dataset_fn(path, *, batch_size, batch_gpu, ...)   its dataset_fn(input_context)
+    make_dataset(path, batch_size, *, mirror, subset, seed, shuffle, cache, repeat, ...)   metrics, grids
     label_sampler(path, *, subset, seed) -> LabelSampler
     raw_labels(path) -> every image's label (int64 [N] or float32 [N, D]) or None
     convert_dataset(source, dest, **options) -> dataset.json content
@@ -18,8 +18,8 @@ _EXPORTS = {
     "DatasetInfo": "sg2ada.data.pipeline",
     "open_dataset": "sg2ada.data.pipeline",
     "make_dataset": "sg2ada.data.pipeline",
-    "make_dataset_fn": "sg2ada.data.pipeline",
-    "distribute_dataset": "sg2ada.data.pipeline",
+    "training_iterator": "sg2ada.data.pipeline",
+    "training_dataset_fn": "sg2ada.data.pipeline",
     "label_sampler": "sg2ada.data.pipeline",
     "LabelSampler": "sg2ada.data.pipeline",
     "select_subset": "sg2ada.data.pipeline",

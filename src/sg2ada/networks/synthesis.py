@@ -43,19 +43,6 @@ def check_noise_mode(noise_mode):
         raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
 
 
-def stateless_normal(shape, seed):
-    """Standard normal samples from a stateless seed, identical in eager mode and under XLA.
-
-    TF's own stateless_normal converts the Philox bits to floats differently with and without
-    XLA, so the same noise_seed would give different images in a compiled training step and in
-    an eager `generate`; the raw uint32 bits agree, so we do Box-Muller on them ourselves."""
-    bits = tf.random.stateless_uniform(tf.concat([[2], shape], 0), seed=seed, minval=None, maxval=None,
-                                       dtype=tf.uint32, alg="philox")
-    # 24-bit uniforms in (0, 1): exactly representable in float32, never 0 (log) or 1.
-    u = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (1.0 / 16777216.0)
-    return tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos((2.0 * math.pi) * u[1])
-
-
 class SynthesisLayer(Layer):
     def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
                  activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None, noise_index=0, **kwargs):
@@ -102,7 +89,7 @@ class SynthesisLayer(Layer):
             else:
                 seed = tf.random.experimental.stateless_fold_in(tf.cast(noise_seed, tf.int32), self.noise_index,
                                                                  alg="philox")
-                noise = stateless_normal(shape, seed)
+                noise = ops.stateless_normal(shape, seed)  # the same numbers eagerly and under XLA
             noise = noise * tf.convert_to_tensor(self.noise_strength)
         elif self.use_noise and noise_mode == "const":
             # [1, 1, H, W] -> [1, H, W, 1]: a pure reshape, the channel axis has size 1.
