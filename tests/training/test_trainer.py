@@ -125,12 +125,11 @@ def test_path_length_term_scaling():
     c = tf.zeros([4, 0])
     sample_idx = tf.range(4)
     pl_idx = tf.range(2)
-    rr = tf.constant([0, 0])
     pl_mean = tf.constant(0.5)
     def body():
-        grads, stats, extras = t._grad_fn(greg, True)(real, c, seed, sample_idx, pl_idx, rr, pl_mean)
+        grads, stats, extras = t._grad_fn(greg, True)(real, c, seed, sample_idx, pl_idx, pl_mean)
         loss = t._loss()
-        z, cc, mix_z, cutoff, noise_seed, _ = t._draws(greg, seed, pl_idx, rr, pl=True)
+        z, cc, mix_z, cutoff, noise_seed, _ = t._draws(greg, seed, pl_idx, pl=True)
         noise = t._pl_noise(greg, seed, pl_idx)
         with tf.GradientTape() as tape:
             lengths, _ = loss.G_pl_lengths(z, cc, mix_z, cutoff, noise_seed, noise)

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from sg2ada import ops
+from sg2ada.ops.random import SampleSeed, per_sample_normal
 from sg2ada.networks.layers import (Conv2dLayer, FullyConnectedLayer, Layer, act_gain, prefixed,
                                     setup_filter_np)
 
@@ -86,6 +87,9 @@ class SynthesisLayer(Layer):
             shape = tf.stack([tf.shape(x)[0], self.resolution, self.resolution, 1])
             if noise_seed is None:
                 noise = tf.random.normal(shape, dtype=tf.float32)
+            elif isinstance(noise_seed, SampleSeed):  # training: each sample's noise by its batch position
+                s = noise_seed.fold_in(self.noise_index)
+                noise = per_sample_normal(s.seed, s.index, s.count, [self.resolution, self.resolution, 1])
             else:
                 seed = tf.random.experimental.stateless_fold_in(tf.cast(noise_seed, tf.int32), self.noise_index,
                                                                  alg="philox")

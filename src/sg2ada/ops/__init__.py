@@ -12,7 +12,7 @@ from sg2ada.ops.bias_act import activation_funcs, bias_act
 from sg2ada.ops.conv2d_resample import conv2d_resample
 from sg2ada.ops.modulated_conv2d import modulated_conv2d
 from sg2ada.ops.precision import compute_in_float32, get_reduced_precision_compute, set_reduced_precision_compute
-from sg2ada.ops.random import per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
+from sg2ada.ops.random import SampleSeed, per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
 from sg2ada.ops.upfirdn2d import (downsample2d, filter2d, get_filter_size, set_fir_impl, setup_filter, upfirdn2d,
                                   upsample2d)
 
@@ -28,6 +28,7 @@ __all__ = [
     "activation_funcs",
     "conv2d_resample",
     "modulated_conv2d",
+    "SampleSeed",
     "set_reduced_precision_compute",
     "get_reduced_precision_compute",
     "compute_in_float32",

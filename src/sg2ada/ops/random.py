@@ -15,6 +15,7 @@ replica and in whichever round it is processed (the trainer's data-parallel inva
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -113,3 +114,18 @@ def per_sample_normal(seed, sample_index, num_samples, shape=()) -> tf.Tensor:
         return _box_muller(_stream_bits(seed, first, count), _stream_bits(seed, total + first, count))
 
     return _per_sample(seed, sample_index, num_samples, shape, rows, lambda s: stateless_normal(s, seed))
+
+
+class SampleSeed(NamedTuple):
+    """The seed of samples at global positions `index` of a batch of `count`: each sample draws its
+    rows of one draw for the whole batch (`per_sample_normal`), so a network or pipe given a
+    SampleSeed instead of a plain seed adds the same noise to a sample however the batch is split."""
+
+    seed: tf.Tensor  # int32 [2]
+    index: tf.Tensor  # int [n]
+    count: tf.Tensor  # int32 scalar
+
+    def fold_in(self, data) -> "SampleSeed":
+        """The same samples with a seed for another purpose."""
+        return self._replace(seed=tf.random.experimental.stateless_fold_in(
+            tf.cast(self.seed, tf.int32), tf.cast(data, tf.int32), alg="philox"))

@@ -191,20 +191,3 @@ def derive(seed: tf.Tensor, *data) -> tf.Tensor:
     for d in data:
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(d, tf.int32))
     return seed
-
-
-def per_sample_normal(seed, sample_index, shape, dtype=tf.float32) -> tf.Tensor:
-    """N(0,1) draws of `shape` for each global sample index: [len(sample_index), *shape].
-
-    Each sample has its own stream, so a sample gets the same draw whichever replica or
-    accumulation round it lands in (1 replica x 2 rounds == 2 replicas x 1 round).
-    """
-    n = sample_index.shape[0]
-    return tf.stack([tf.random.stateless_normal(shape, derive(seed, sample_index[i]), dtype=dtype)
-                     for i in range(n)])
-
-
-def per_sample_uniform_int(seed, sample_index, maxval) -> tf.Tensor:
-    n = sample_index.shape[0]
-    return tf.stack([tf.random.stateless_uniform([], derive(seed, sample_index[i]), minval=0, maxval=maxval,
-                                                 dtype=tf.int32) for i in range(n)])

@@ -27,7 +27,11 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from sg2ada.augment import AdaController, AugmentPipe
+from sg2ada.data import LabelSampler
 from sg2ada.errors import UserError
+from sg2ada.networks import Discriminator, Generator
+from sg2ada.ops.random import SampleSeed, per_sample_normal, stateless_uniform
 from sg2ada.training import distribute as dist
 from sg2ada.training.loss import StyleGAN2Loss, pl_noise_scale
 from sg2ada.training.options import TrainingOptions, frozen_d_layers
@@ -98,8 +102,6 @@ class Trainer:
         self.pl_count = max(self.batch_gpu // opts.pl_batch_shrink, 1)
 
         with self.strategy.scope():
-            if G is None or D is None or G_ema is None:
-                from sg2ada.networks import Discriminator, Generator
             self.G = G if G is not None else Generator(opts.G, name="G")
             self.D = D if D is not None else Discriminator(opts.D, name="D")
             if G_ema is None:
@@ -117,8 +119,6 @@ class Trainer:
             self.batch_idx = keras.Variable(0, dtype="int64", name="batch_idx", **ns)
             self.pl_mean = keras.Variable(0.0, dtype="float32", name="pl_mean", **ns)
             self.rng_seed = keras.Variable(int(opts.seed), dtype="int64", name="rng_seed", **ns)
-            from sg2ada.augment import AdaController
-
             # p, the sign accumulators and the update counter (ADA paper Sec. 3).
             self.ada = AdaController(mode=opts.aug, p=opts.augment_p if opts.aug == "fixed" else None,
                                      target=opts.ada_target if opts.ada_target is not None else 0.6,
@@ -129,8 +129,6 @@ class Trainer:
         self.augment_p = self.ada.p
 
         if augment_pipe is None and opts.augment_enabled:
-            from sg2ada.augment import AugmentPipe
-
             augment_pipe = AugmentPipe(preset=opts.augpipe)
         self.augment_pipe = augment_pipe if opts.augment_enabled else None
 
@@ -173,15 +171,15 @@ class Trainer:
                     pl_mean=self.pl_mean, cur_nimg=self.cur_nimg, batch_idx=self.batch_idx, rng_seed=self.rng_seed)
 
     def set_labels(self, labels):
-        """Where fake labels come from (NVIDIA: the label of a random training image): an array of
-        the dataset's labels [count, c_dim], or a `sg2ada.data.LabelSampler`-like object
-        `sampler(n, seed)`."""
+        """Where fake labels come from (NVIDIA: the label of a random training image): a
+        `sg2ada.data.LabelSampler`, or an array of the dataset's labels [count, c_dim]."""
         if not self.opts.c_dim:
             labels = None
-        elif not callable(labels):
-            labels = np.asarray(labels, np.float32).reshape([-1, self.opts.c_dim])
-            if len(labels) == 0:
+        elif not isinstance(labels, LabelSampler):
+            rows = np.asarray(labels, np.float32).reshape([-1, self.opts.c_dim])
+            if len(rows) == 0:
                 raise UserError("the dataset has no labels to draw conditioning labels from")
+            labels = LabelSampler(*np.unique(rows, axis=0, return_counts=True))
         self._labels = labels
         self._phase_fns.clear()
         self._grad_fns.clear()
@@ -233,47 +231,40 @@ class Trainer:
         return stats
 
     # ------------------------------------------------------------------ internals
-    def _draws(self, phase: Phase, seed, idx, rr, pl=False):
-        """Latents, mixing latents, cutoff, labels and seeds of one (phase, round, replica).
-
-        `idx` are global sample indices; path-length samples are numbered separately (`pl=True`),
-        so the set of samples regularised does not depend on how the batch is split."""
+    def _draws(self, phase: Phase, seed, idx, pl=False):
+        """Latents, mixing latents and cutoff, labels, and the noise and augmentation seeds of the
+        samples at global positions `idx` of this phase's batch (or of its path-length samples,
+        `pl=True`). Each sample's numbers are its rows of one draw for the whole batch, so they do
+        not depend on the replica, worker or accumulation round that processes it."""
         o = self.opts
-        n = idx.shape[0]
         sp = dist.derive(seed, phase.index)
+        total = self.pl_count * self.num_rounds * self.num_replicas if pl else o.batch_size
         if pl:
             sp = dist.derive(sp, dist.PURPOSE_PL_NOISE)
-        z = dist.per_sample_normal(dist.derive(sp, dist.PURPOSE_Z), idx, [o.G.z_dim])
-        mix_z = None
-        cutoff = None
+        z = per_sample_normal(dist.derive(sp, dist.PURPOSE_Z), idx, total, [o.G.z_dim])
+        mix_z = cutoff = None
         if o.style_mixing_prob > 0:
-            mix_z = dist.per_sample_normal(dist.derive(sp, dist.PURPOSE_MIX_Z), idx, [o.G.z_dim])
+            mix_z = per_sample_normal(dist.derive(sp, dist.PURPOSE_MIX_Z), idx, total, [o.G.z_dim])
             # One cutoff per phase and iteration, shared by all rounds and replicas (NVIDIA: one per batch).
-            cs = dist.derive(sp, dist.PURPOSE_MIX_CUTOFF)
             num_ws = self.G.config.num_ws
-            mix = tf.random.stateless_uniform([], dist.derive(cs, 0)) < o.style_mixing_prob
-            cut = tf.random.stateless_uniform([], dist.derive(cs, 1), minval=1, maxval=num_ws, dtype=tf.int32)
-            cutoff = tf.where(mix, cut, num_ws)
-        if o.c_dim and callable(self._labels):
-            cs = dist.derive(sp, dist.PURPOSE_GEN_C)
-            c = tf.concat([self._labels(1, dist.derive(cs, idx[i])) for i in range(n)], axis=0)
-        elif o.c_dim:
-            pool = tf.constant(self._labels)
-            li = dist.per_sample_uniform_int(dist.derive(sp, dist.PURPOSE_GEN_C), idx, len(self._labels))
-            c = tf.gather(pool, li)
+            u = stateless_uniform([2], dist.derive(sp, dist.PURPOSE_MIX_CUTOFF))
+            cut = 1 + tf.cast(tf.floor(u[1] * (num_ws - 1)), tf.int32)
+            cutoff = tf.where(u[0] < o.style_mixing_prob, cut, num_ws)
+        if o.c_dim:
+            c = self._labels.per_sample(dist.derive(sp, dist.PURPOSE_GEN_C), idx, total)
         else:
-            c = tf.zeros([n, 0], tf.float32)
-        noise_seed = dist.derive(sp, dist.PURPOSE_SYNTH_NOISE, rr[0], rr[1])
-        aug_seed = dist.derive(sp, dist.PURPOSE_AUGMENT, rr[0], rr[1])
+            c = tf.zeros([idx.shape[0], 0], tf.float32)
+        count = tf.constant(total, tf.int32)  # a tensor: Keras takes no mixed structures as call arguments
+        noise_seed = SampleSeed(dist.derive(sp, dist.PURPOSE_SYNTH_NOISE), idx, count)
+        aug_seed = SampleSeed(dist.derive(sp, dist.PURPOSE_AUGMENT), idx, count)
         return z, c, mix_z, cutoff, noise_seed, aug_seed
 
     def _loss(self):
         pipe = self.augment_pipe
         p = self.augment_p
 
-        def augment(img, seed):
-            # The seed already holds (round, replica); don't let the pipe fold the replica again.
-            return pipe(img, tf.convert_to_tensor(p), seed, fold_replica=False)
+        def augment(img, seed: SampleSeed):
+            return pipe(img, tf.convert_to_tensor(p), seed.seed, sample_index=seed.index, num_samples=seed.count)
         o = self.opts
         return StyleGAN2Loss(self.G, self.D, augment if pipe is not None else None, r1_gamma=o.r1_gamma,
                              style_mixing_prob=o.style_mixing_prob, pl_weight=o.pl_weight)
@@ -285,7 +276,8 @@ class Trainer:
     def _pl_noise(self, phase, seed, pl_idx):
         shape = self._img_shape(pl_idx.shape[0])
         sp = dist.derive(seed, phase.index, dist.PURPOSE_PL_NOISE, 100)  # 100: not a PURPOSE_*
-        return dist.per_sample_normal(sp, pl_idx, shape[1:]) * pl_noise_scale(shape)
+        total = self.pl_count * self.num_rounds * self.num_replicas
+        return per_sample_normal(sp, pl_idx, total, shape[1:]) * pl_noise_scale(shape)
 
     def _pl_lengths_fn(self, phase):
         """Stage 1 of path-length regularisation with several replicas: the lengths alone, so that
@@ -295,8 +287,8 @@ class Trainer:
             return self._pl_fns[key]
         loss = self._loss()
 
-        def fn(seed, pl_idx, rr):
-            z, c, mix_z, cutoff, noise_seed, _ = self._draws(phase, seed, pl_idx, rr, pl=True)
+        def fn(seed, pl_idx):
+            z, c, mix_z, cutoff, noise_seed, _ = self._draws(phase, seed, pl_idx, pl=True)
             pl_noise = self._pl_noise(phase, seed, pl_idx)
             lengths, _ = loss.G_pl_lengths(z, c, mix_z, cutoff, noise_seed, pl_noise)
             return tf.reduce_sum(lengths)
@@ -320,7 +312,7 @@ class Trainer:
         pl_total = float(self.pl_count * self.num_rounds * self.num_replicas)
         variables = self.G_vars if phase.net == "G" else self.D_vars
 
-        def fn(real_img, real_c, seed, sample_idx, pl_idx, rr, pl_mean):
+        def fn(real_img, real_c, seed, sample_idx, pl_idx, pl_mean):
             stats = {}
             extras = {}
             if not o.c_dim:  # an unconditional run ignores whatever labels the dataset has
@@ -330,17 +322,17 @@ class Trainer:
                 values = tf.cast(values, tf.float32)
                 stats[name] = (tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32))
 
-            z, c, mix_z, cutoff, noise_seed, aug_seed = self._draws(phase, seed, sample_idx, rr)
+            z, c, mix_z, cutoff, noise_seed, aug_seed = self._draws(phase, seed, sample_idx)
             with tf.GradientTape() as tape:
                 total = tf.constant(0.0)
                 if phase.net == "G" and do_main:
-                    out = loss.G_main(z, c, mix_z, cutoff, noise_seed, dist.derive(aug_seed, 0))
+                    out = loss.G_main(z, c, mix_z, cutoff, noise_seed, aug_seed.fold_in(0))
                     total += tf.reduce_sum(out["loss"]) * (gain / main_count)
                     for k in ("Loss/G/loss", "Loss/scores/fake", "Loss/signs/fake"):
                         add(k, out[k])
                     extras["w_sum"] = tf.reduce_sum(out["w"], axis=0)
                 if do_pl:
-                    pz, pc, pmix, pcut, pnoise, _ = self._draws(phase, seed, pl_idx, rr, pl=True)
+                    pz, pc, pmix, pcut, pnoise, _ = self._draws(phase, seed, pl_idx, pl=True)
                     lengths, _ = loss.G_pl_lengths(pz, pc, pmix, pcut, pnoise, self._pl_noise(phase, seed, pl_idx))
                     if pl_update_inside:
                         pl_mean = pl_mean + (tf.reduce_mean(tf.stop_gradient(lengths)) - pl_mean) * o.pl_decay
@@ -350,13 +342,13 @@ class Trainer:
                     add("Loss/G/reg", out["Loss/G/reg"])
                     extras["pl_mean"] = pl_mean
                 if phase.net == "D" and do_main:
-                    out = loss.D_gen(z, c, mix_z, cutoff, noise_seed, dist.derive(aug_seed, 0))
+                    out = loss.D_gen(z, c, mix_z, cutoff, noise_seed, aug_seed.fold_in(0))
                     total += tf.reduce_sum(out["loss"]) * (gain / main_count)
                     add("Loss/scores/fake", out["Loss/scores/fake"])
                     add("Loss/signs/fake", out["Loss/signs/fake"])
                     loss_dgen = out["loss"]
                 if phase.net == "D" and (do_main or do_r1):
-                    out = loss.D_real(real_img, real_c, dist.derive(aug_seed, 1), do_main, do_r1)
+                    out = loss.D_real(real_img, real_c, aug_seed.fold_in(1), do_main, do_r1)
                     total += tf.reduce_sum(out["loss"]) * (gain / main_count)
                     add("Loss/scores/real", out["Loss/scores/real"])
                     add("Loss/signs/real", out["Loss/signs/real"])
@@ -403,22 +395,22 @@ class Trainer:
             def indices(r):
                 sample_idx = r * per_round + rid * self.batch_gpu + tf.range(self.batch_gpu, dtype=tf.int32)
                 pl_idx = r * npl * R + rid * npl + tf.range(npl, dtype=tf.int32)
-                return sample_idx, pl_idx, tf.stack([tf.constant(r, tf.int32), rid])
+                return sample_idx, pl_idx
 
             inside = True
             if do_pl and R * self.num_rounds > 1:
                 # One pl_mean update per phase from the mean over the whole global batch, all-reduced
                 # so replicas agree: stage 1 measures the lengths, stage 2 differentiates the penalty.
                 # (NVIDIA updates per round and per GPU; this equals its reference 1-round set-up.)
-                lsum = tf.add_n([self._pl_lengths_fn(ph)(seed, *indices(r)[1:]) for r in range(self.num_rounds)])
+                lsum = tf.add_n([self._pl_lengths_fn(ph)(seed, indices(r)[1]) for r in range(self.num_rounds)])
                 if R > 1:
                     lsum = ctx.all_reduce(tf.distribute.ReduceOp.SUM, lsum)
                 pl_mean = pl_mean + (lsum / float(npl * R * self.num_rounds) - pl_mean) * o.pl_decay
                 inside = False
             for r, (real_img, real_c) in enumerate(rounds):
-                sample_idx, pl_idx, rr = indices(r)
+                sample_idx, pl_idx = indices(r)
                 grads, st, extras = self._grad_fn(ph, inside)(
-                    tf.cast(real_img, tf.float32), tf.cast(real_c, tf.float32), seed, sample_idx, pl_idx, rr, pl_mean)
+                    tf.cast(real_img, tf.float32), tf.cast(real_c, tf.float32), seed, sample_idx, pl_idx, pl_mean)
                 if "pl_mean" in extras:
                     pl_mean = extras["pl_mean"]
                 if "w_sum" in extras:
