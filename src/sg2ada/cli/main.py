@@ -29,6 +29,7 @@ COMMANDS = {
     "interpolate": "interpolate",
     "project": "project",
     "export": "export",
+    "report": "report",
     "doctor": "doctor",
 }
 

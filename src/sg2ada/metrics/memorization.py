@@ -38,6 +38,7 @@ __all__ = ["copy_rate", "copy_rate_metric", "nearest_neighbours", "nearest_pictu
 COPY_PERCENTILE = 5.0  # a fake closer to a real than 95% of the reals are to their nearest neighbour
 PIXEL_SIZE = 32  # pixel features: enough to tell images apart, cheap at any resolution
 PICTURE_ROWS = 8
+PICTURE_SUFFIX = "-nearest.png"  # <metric name><suffix> in the run directory
 PICTURE_NEIGHBOURS = 3
 
 
@@ -195,7 +196,7 @@ def copy_rate_metric(opts, spec, p, labels) -> dict:
             for i in wanted[(wanted >= start) & (wanted < start + len(images))]:
                 found[int(i)] = images[int(i) - start].numpy()
         neighbours = np.stack([[found[int(i)] for i in row] for row in keep[2]])
-        nearest_picture(keep[1], neighbours, os.path.join(opts.run_dir, f"{spec.name}-nearest.png"))
+        nearest_picture(keep[1], neighbours, os.path.join(opts.run_dir, spec.name + PICTURE_SUFFIX))
     return {spec.name: stats["copy_rate"], f"{spec.name}_nn_ratio": stats["nn_ratio"]}
 
 
