@@ -40,7 +40,8 @@ def _blobs(n, seed=7):
     rng = np.random.RandomState(seed)
     yy, xx = np.mgrid[0:RES, 0:RES] / RES
     cx, cy, s = rng.uniform(0.2, 0.8, n), rng.uniform(0.2, 0.8, n), rng.uniform(0.05, 0.2, n)
-    g = np.exp(-((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2) / (2 * s[:, None, None] ** 2))
+    cx, cy, s = cx[:, None, None], cy[:, None, None], s[:, None, None]
+    g = np.exp(-((xx[None] - cx) ** 2 + (yy[None] - cy) ** 2) / (2 * s**2))
     return np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=3)
 
 
@@ -128,8 +129,9 @@ def test_registered_for_the_cli_and_the_training_runner(train_folder, tmp_path, 
     assert not METRICS["copy1k_full"].nvidia
     run = tmp_path / "run"
     run.mkdir()
-    flat = run_metrics(["copy1k_full"], ImageBankGenerator(images, noise=0.02), snapshot=str(run / "network-snapshot-000004"),
-                       options={"data": folder}, num_gen=32, batch_size=16)
+    G = ImageBankGenerator(images, noise=0.02)
+    flat = run_metrics(["copy1k_full"], G, snapshot=str(run / "network-snapshot-000004"), options={"data": folder},
+                       num_gen=32, batch_size=16)
     assert flat["copy1k_full"] >= 0.9 and set(flat) == {"copy1k_full", "copy1k_full_nn_ratio"}
     line = json.loads((run / "metric-copy1k_full.jsonl").read_text())
     assert line["snapshot_pkl"] == "network-snapshot-000004" and line["results"] == flat

@@ -84,21 +84,20 @@ def test_memorising_d_is_overfitting(shapes):
     assert _monitor().update(_tick(0, rt=0.55), d_train=d_train[:8], d_val=d_train[8:]).numbers["Health/val_gap"] == 0
 
 
-def test_p_forced_upward_by_the_ada_controller(shapes):
+def test_p_forced_upward_by_the_ada_controller():
     from sg2ada.augment.controller import AdaController
 
     ada = AdaController("ada", kimg=20, batch_size=32)
     m = _monitor()
-    warnings, ticks = [], 0
+    warnings = []
     for it in range(800):  # D keeps r_t at 0.9: the controller raises p at full speed, 1 per 20 kimg
         ada.add_signs(np.array([0.9 * 32, 32], np.float32))
         p = float(ada.update(32))
         if it % 8 == 7:
-            ticks += 1
             warnings += m.update(_tick((it + 1) * 32 / 1000, rt=0.9, p=p)).warnings
     assert p > 1.0  # NVIDIA clamps p at 0 only
-    kinds = ["keeps rising" in w for w in warnings], ["past 0.7" in w for w in warnings], ["r_t = 0.90" in w for w in warnings]
-    assert [sum(k) for k in kinds] == [1, 1, 1], warnings  # each once, though the condition lasts 100 ticks
+    counts = [sum(key in w for w in warnings) for key in ("keeps rising", "past 0.7", "r_t = 0.90")]
+    assert counts == [1, 1, 1], warnings  # each once, though the condition lasts 100 ticks
     rising = next(w for w in warnings if "keeps rising" in w)
     assert "--mirror" in rising and "--freezed" in rising and "--p-max" in rising
 
@@ -109,7 +108,7 @@ def test_p_that_levels_off_is_not_a_warning():
     assert _run(m, [_tick(k / 4, p=p(k / 4)) for k in range(200)]) == []
 
 
-def test_p_cap_is_named_when_it_holds_p(shapes):
+def test_p_cap_is_named_when_it_holds_p():
     m = _monitor(p_max=0.3)
     warnings = _run(m, [_tick(k, rt=0.95, p=0.3) for k in range(5)])
     assert len(warnings) == 1 and "raise --p-max (p is held at 0.3)" in warnings[0]
@@ -132,19 +131,15 @@ def test_collapsed_generator_is_mode_collapse(shapes):
 def test_diverging_losses_warn_at_once():
     m = _monitor()
     ticks = [_tick(0), _tick(1, g=30.0), _tick(2, g=1e4), _tick(3, g=float("inf")), _tick(4, g=float("nan"))]
-    warnings = _run_finite_or_not(m, ticks)
+    warnings = _run(m, ticks)
     assert len(warnings) == 1 and "Loss/G/loss = 1e+04" in warnings[0] and "--glr" in warnings[0]
     assert warnings[0].startswith(f"{WARNING_PREFIX}kimg 2.0:")
-
-
-def _run_finite_or_not(m, ticks):
-    return [w for stats in ticks for w in m.update(stats).warnings]
 
 
 def test_d_winning_outright_and_r1_out_of_range():
     m = _monitor(r1_gamma=10.0)
     ticks = [_tick(k, d=0.05 + 0.1 * k / 10, g=2 + k, fake=-(2 + k), r1=0.01 + 0.05 * k) for k in range(10)]
-    warnings = _run_finite_or_not(m, ticks)
+    warnings = _run(m, ticks)
     (d_wins,) = [w for w in warnings if "D wins outright" in w]
     (r1,) = [w for w in warnings if "R1 out of range" in w]
     assert "--gamma" in r1 and "--dlr" in d_wins

@@ -149,11 +149,11 @@ def _feature_fn(opts):
     return "inception", lambda images: net.features(np.asarray(images)).numpy()
 
 
-def copy_rate_metric(opts, spec, p, labels) -> dict:
+def copy_rate_metric(opts, spec, p, labels, z_dim: int) -> dict:
     """The registry's `copy` kind: `p['num_gen']` fakes against `p['max_real']` reals (None: all).
 
     `opts` is metric_main's MetricOptions; `labels(n)` draws conditioning labels and `labels.rng`
-    is the random state for the latents. Writes `<spec.name>-nearest.png` to `opts.run_dir` if set."""
+    is the random state for the latents (`z_dim` wide). Writes `<spec.name>-nearest.png` to `opts.run_dir` if set."""
     import tensorflow as tf
 
     space, features = _feature_fn(opts)
@@ -168,7 +168,6 @@ def copy_rate_metric(opts, spec, p, labels) -> dict:
     d_real = real_spacing(real_feats)
 
     G, g_kwargs, rng = opts.G, dict(opts.G_kwargs), labels.rng
-    z_dim = int(getattr(getattr(G, "config", G), "z_dim"))
 
     @tf.function(reduce_retracing=True)
     def generate(z, c):
@@ -182,7 +181,9 @@ def copy_rate_metric(opts, spec, p, labels) -> dict:
         fakes = generate(tf.constant(rng.randn(b, z_dim).astype(np.float32)), tf.constant(labels(b))).numpy()
         d, idx = nearest_neighbours(features(fakes), real_feats, k=PICTURE_NEIGHBOURS)
         d_fake.append(d[:, 0])
-        cand = (d[:, 0], fakes, idx) if keep is None else tuple(np.concatenate(x) for x in zip(keep, (d[:, 0], fakes, idx)))
+        cand = (d[:, 0], fakes, idx)
+        if keep is not None:
+            cand = tuple(np.concatenate(pair) for pair in zip(keep, cand))
         order = np.argsort(cand[0], kind="stable")[:PICTURE_ROWS]
         keep = tuple(x[order] for x in cand)
         done += b

@@ -445,7 +445,8 @@ def _ppl(opts, spec, p):
 
 
 def _copy(opts, spec, p):
-    return copy_rate_metric(opts, spec, p, _LabelSampler(opts, np.random.RandomState(opts.seed)))
+    labels = _LabelSampler(opts, np.random.RandomState(opts.seed))
+    return copy_rate_metric(opts, spec, p, labels, int(_g_attr(opts.G, "z_dim")))
 
 
 _KINDS = {"fid": _fid, "kid": _kid, "pr": _pr, "is": _is, "ppl": _ppl, "copy": _copy}

@@ -241,7 +241,7 @@ def _health_plot(run: RunData) -> str | None:
 def _metric_points(rows: list[dict]):
     """{result key: (x, values)}, x the snapshot's kimg (or the evaluation's order if unnamed)."""
     xs = []
-    for i, row in enumerate(rows):
+    for row in rows:
         m = _SNAPSHOT_KIMG.search(str(row.get("snapshot_pkl") or ""))
         xs.append(float(m.group(1)) if m else math.nan)
     by_order = any(math.isnan(x) for x in xs)
@@ -299,8 +299,8 @@ def _summary_rows(run: RunData) -> list[tuple[str, str]]:
         v = _last(run, name)
         if v is not None:
             rows.append((label, fmt.format(v)))
-    for name, rows_ in run.metrics.items():
-        for key, value in (rows_[-1].get("results") or {}).items():
+    for evaluations in run.metrics.values():
+        for key, value in (evaluations[-1].get("results") or {}).items():
             if isinstance(value, (int, float)):
                 rows.append((f"{key} (last)", f"{value:.4g}"))
     return rows
@@ -313,7 +313,8 @@ def _section(title: str, body: str) -> str:
 def _img(data: str | None, caption: str) -> str:
     if data is None:
         return ""
-    return f'<figure><img src="{data}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    text = html.escape(caption)
+    return f'<figure><img src="{data}" alt="{text}"><figcaption>{text}</figcaption></figure>'
 
 
 def _plot_or_note(data: str | None, what: str, note: str) -> str:
