@@ -96,6 +96,17 @@ def test_novel_blobs_have_copy_rate_zero(train_folder):
     assert out["copy1k_full"] == 0.0
 
 
+def test_inception_features_when_the_file_is_given(train_folder, tiny_inception, capsys):
+    from sg2ada.metrics import feature_nets
+
+    feature_nets._LOADED.clear()
+    folder, images = train_folder
+    res = compute_metric("copy1k_full", ImageBankGenerator(images, noise=0.02), folder, num_gen=32, batch_size=16,
+                         feature_net=[tiny_inception.tgz], verbose=True)
+    assert "copy1k_full: inception features" in capsys.readouterr().err
+    assert res["results"]["copy1k_full"] >= 0.9
+
+
 def test_definition_on_hand_made_distances():
     d_real = np.arange(1, 101, dtype=float)  # 5th percentile 5.95
     res = copy_rate([0.5, 5.9, 6.0, 50.0], d_real)

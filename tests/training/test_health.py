@@ -3,10 +3,13 @@ every tick) naming cause and fix; a healthy sequence of ticks raises none."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from sg2ada.data import generate_shapes
+from sg2ada.training import monitor as mon
 from sg2ada.training.health import WARNING_PREFIX, HealthMonitor, feature_spread
 
 RES = 16
@@ -145,3 +148,28 @@ def test_d_winning_outright_and_r1_out_of_range():
     assert "--gamma" in r1 and "--dlr" in d_wins
     assert d_wins.startswith(f"{WARNING_PREFIX}kimg 5.0:")  # G loss above 4 from tick 3: fires after three such ticks
     assert m.update(_tick(10, r1=0.01)).numbers["Health/r1_term"] == pytest.approx(0.05)
+
+
+def test_numbers_reach_stats_jsonl_and_tensorboard_through_the_monitor(shapes, tmp_path):
+    """The way the loop records them: into the tick's collector before Monitor.write_tick."""
+    train, _, fresh = shapes
+    health = _monitor()
+    health.set_reals(train)
+    writer = mon.Monitor(str(tmp_path))
+    collector = mon.StatsCollector()
+    for k in range(3):
+        collector.update({name: v["mean"] for name, v in _tick(k * 0.5, p=0.01 * k).items()})
+        h = health.update(collector.as_dict(), fakes=fresh[:32])
+        collector.update(h.numbers)
+        writer.write_tick(collector.as_dict(), cur_nimg=k * 500)
+        collector.reset()
+    writer.close()
+    last = json.loads((tmp_path / "stats.jsonl").read_text().splitlines()[-1])
+    assert last["Health/diversity"]["mean"] == pytest.approx(h.numbers["Health/diversity"])
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(tmp_path), size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    assert {"Health/diversity", "Health/r1_term", "Health/p_rise_per_100kimg", "Health/warnings"} <= set(tags)
+    assert [e.step for e in acc.Tensors("Health/diversity")] == [0, 500, 1000]

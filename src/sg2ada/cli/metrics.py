@@ -14,7 +14,7 @@ import os
 
 from sg2ada.errors import UserError
 
-HELP = "compute FID/KID/PR/IS/PPL for a trained network (NVIDIA's metric definitions)"
+HELP = "compute FID/KID/PR/IS/PPL (NVIDIA's metric definitions) or the memorisation copy rate for a trained network"
 
 
 def add_arguments(parser) -> None:
