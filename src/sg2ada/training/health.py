@@ -103,11 +103,14 @@ class HealthMonitor:
 
     aug, ada_target, ada_kimg, p_max, r1_gamma: the run's resolved options (`--aug`, `--target`,
     `ada_kimg`, `--p-max`, `--gamma`). patience: consecutive ticks a noisy condition must hold.
+    feature_fn: NHWC images -> [N, D] features for the diversity spread (reals and fakes alike).
     """
 
     def __init__(self, *, aug: str = "ada", ada_target: float | None = RT_TARGET_DEFAULT, ada_kimg: float = 500,
-                 p_max: float | None = None, r1_gamma: float | None = None, patience: int = 3):
+                 p_max: float | None = None, r1_gamma: float | None = None, patience: int = 3,
+                 feature_fn=pixel_features):
         self.aug = aug
+        self.feature_fn = feature_fn
         self.rt_limit = (RT_TARGET_DEFAULT if ada_target is None else float(ada_target)) + RT_MARGIN
         self.p_window_kimg = float(ada_kimg)  # the time ADA takes to move p across [0, 1] at full speed
         self.p_max = p_max
@@ -119,14 +122,13 @@ class HealthMonitor:
                       for name in ("overfit", "val_gap", "p_rising", "p_high", "r1", "d_wins", "diverging",
                                    "collapse")}
 
-    def set_reals(self, images, feature_fn=pixel_features) -> float:
-        """The reference spread: a fixed batch of reals (e.g. the reals grid), once per run."""
-        self.real_spread = feature_spread(images, feature_fn)
+    def set_reals(self, images) -> float:
+        """The reference spread: a fixed batch of reals (e.g. those of the reals grid), once per run."""
+        self.real_spread = feature_spread(images, self.feature_fn)
         return self.real_spread
 
     # ------------------------------------------------------------------------------------------
-    def update(self, stats: dict, *, kimg: float | None = None, fakes=None, fake_feature_fn=pixel_features,
-               d_train=None, d_val=None) -> TickHealth:
+    def update(self, stats: dict, *, kimg: float | None = None, fakes=None, d_train=None, d_val=None) -> TickHealth:
         """One tick. `stats`: the tick's statistics (`collector.as_dict()` or name -> float);
         `fakes`: a fixed batch of generated images (NHWC, same latents every time; needs `set_reals`);
         `d_train`, `d_val`: D's logits on training reals and on held-out reals (`--val`)."""
@@ -179,7 +181,7 @@ class HealthMonitor:
                 "faster than G; fix: --aug ada, a higher --gamma, or a lower --dlr"))
 
         if fakes is not None and self.real_spread:
-            ratio = feature_spread(fakes, fake_feature_fn) / self.real_spread
+            ratio = feature_spread(fakes, self.feature_fn) / self.real_spread
             numbers["Health/diversity"] = ratio
             collapsed = ratio < DIVERSITY_MIN and ratio < DIVERSITY_DROP * self.best_diversity
             self.best_diversity = max(self.best_diversity, ratio)
