@@ -35,6 +35,7 @@ __all__ = ["REPORT_FILE", "read_run", "write_report"]
 
 REPORT_FILE = "report.html"
 MAX_IMAGE_WIDTH = 1200  # pixels: a 7680-pixel fakes grid is shrunk so the page stays a few MB
+MIN_IMAGE_WIDTH = 360  # pixels: a picture of a few 32x32 cells is enlarged (whole pixels) to be seen
 GRID_ROWS = 6  # rows of cells shown per grid: enough to judge variety, a fraction of the bytes
 _GRID = re.compile(r"^fakes(\d+)\.png$")
 _SNAPSHOT_KIMG = re.compile(r"network-snapshot-(\d+)")
@@ -172,6 +173,9 @@ def _image_data(path: str, max_height: int | None = None) -> str | None:
         img = img.crop((0, 0, img.width, max_height))
     if img.width > MAX_IMAGE_WIDTH:
         img = img.resize((MAX_IMAGE_WIDTH, max(1, round(img.height * MAX_IMAGE_WIDTH / img.width))), PIL.Image.BOX)
+    elif img.width < MIN_IMAGE_WIDTH // 2:
+        k = MIN_IMAGE_WIDTH // img.width
+        img = img.resize((img.width * k, img.height * k), PIL.Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return _png_data(buf.getvalue())
