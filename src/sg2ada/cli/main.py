@@ -32,6 +32,7 @@ COMMANDS = {
     "interpolate": "interpolate",
     "project": "project",
     "export": "export",
+    "report": "report",
     "doctor": "doctor",
 }
 

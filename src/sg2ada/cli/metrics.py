@@ -14,7 +14,7 @@ import os
 
 from sg2ada.errors import UserError
 
-HELP = "compute FID/KID/PR/IS/PPL for a trained network (NVIDIA's metric definitions)"
+HELP = "compute FID/KID/PR/IS/PPL (NVIDIA's metric definitions) or the memorisation copy rate for a trained network"
 
 
 def add_arguments(parser) -> None:
@@ -109,7 +109,7 @@ def main(args) -> int:
     if data is None:
         recorded = (meta.get("dataset") or {}) if isinstance(meta.get("dataset"), dict) else {}
         data = recorded.get("path") or recorded.get("data")
-    needs_data = [n for n in names if METRICS[n].kind in ("fid", "kid", "pr")]
+    needs_data = [n for n in names if METRICS[n].kind in ("fid", "kid", "pr", "copy")]
     if needs_data and data is None:
         raise UserError(f"--data: {', '.join(needs_data)} compare with real images; give the dataset path")
     if data is not None and not data.startswith("builtin:") and not os.path.exists(data):
@@ -120,7 +120,8 @@ def main(args) -> int:
         result = compute_metric(
             name, G, data, feature_net=args.feature_net or None, cache=not args.no_cache, batch_size=args.batch,
             mirror=args.mirror, seed=args.seed, G_kwargs=dict(truncation_psi=args.truncation_psi),
-            download=False if args.offline else None, verbose=args.verbose, strategy=strategy, **overrides,
+            download=False if args.offline else None, verbose=args.verbose, strategy=strategy, run_dir=run_dir,
+            **overrides,
         )
         report_metric(result, run_dir=run_dir, snapshot_pkl=os.path.abspath(args.network))
     return 0

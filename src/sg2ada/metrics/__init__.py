@@ -1,7 +1,8 @@
 """GAN quality metrics as NVIDIA's StyleGAN2-ADA defines them (Karras et al. 2020): FID (Heusel et
 al. 2017), KID (Binkowski et al. 2018), precision/recall (Kynkaanniemi et al. 2019), Inception Score
 (Salimans et al. 2016) and perceptual path length (Karras et al. 2019), on the original feature
-networks (the 2015-12-05 Inception graph, NVIDIA's TF1 VGG16 and LPIPS pickles).
+networks (the 2015-12-05 Inception graph, NVIDIA's TF1 VGG16 and LPIPS pickles); plus sg2ada's
+memorisation check `copy1k_full` (memorization.py: how many fakes are near-copies of training images).
 
 `compute_metric(name, G, dataset_path, ...)` computes one metric; `run_metrics(names, G, snapshot,
 options)` is the training loop's entry point (jsonl + flat results, skipping metrics whose feature

@@ -36,6 +36,7 @@ import numpy as np
 from sg2ada.errors import UserError
 from sg2ada.metrics import formulas
 from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net, quantize_images
+from sg2ada.metrics.memorization import copy_rate_metric
 
 __all__ = [
     "METRICS",
@@ -57,14 +58,15 @@ _CACHE_VERSION = 1
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: str  # 'fid' | 'kid' | 'pr' | 'is' | 'ppl'
+    kind: str  # 'fid' | 'kid' | 'pr' | 'is' | 'ppl' | 'copy'
     params: dict
     nvidia: bool = True  # False: an sg2ada addition (not in NVIDIA's registries)
     full: bool = True  # True: all real images, never mirrored; False: the dataset as training sees it
 
     @property
     def feature_net(self) -> str:
-        return {"fid": "inception", "kid": "inception", "is": "inception", "pr": "vgg16", "ppl": "lpips"}[self.kind]
+        return {"fid": "inception", "kid": "inception", "is": "inception", "pr": "vgg16", "ppl": "lpips",
+                "copy": "inception"}[self.kind]
 
 
 def _m(name, kind, nvidia=True, full=True, **params):
@@ -96,6 +98,8 @@ METRICS = dict(
         _m("kid10k_full", "kid", nvidia=False, max_real=1000000, num_gen=10000, num_subsets=100, max_subset_size=1000),
         _m("pr10k3_full", "pr", nvidia=False, max_real=200000, num_gen=10000, nhood_size=3, **_PR_BATCH),
         _m("is10k", "is", nvidia=False, num_gen=10000, num_splits=10),
+        # sg2ada's memorisation check (memorization.py): Inception features when present, else pixels.
+        _m("copy1k_full", "copy", nvidia=False, max_real=None, num_gen=1000),
     ]
 )
 
@@ -251,6 +255,7 @@ class MetricOptions:
     seed: int | None = 0
     verbose: bool = False
     progress: object = None  # callable(done, total, what)
+    run_dir: str | None = None  # where metrics that draw a picture (copy) write it
 
     @property
     def num_replicas(self) -> int:
@@ -439,7 +444,12 @@ def _ppl(opts, spec, p):
     return {spec.name: formulas.ppl_from_distances(dist)}
 
 
-_KINDS = {"fid": _fid, "kid": _kid, "pr": _pr, "is": _is, "ppl": _ppl}
+def _copy(opts, spec, p):
+    labels = _LabelSampler(opts, np.random.RandomState(opts.seed))
+    return copy_rate_metric(opts, spec, p, labels, int(_g_attr(opts.G, "z_dim")))
+
+
+_KINDS = {"fid": _fid, "kid": _kid, "pr": _pr, "is": _is, "ppl": _ppl, "copy": _copy}
 
 _OVERRIDABLE = {
     "num_gen", "max_real", "num_samples", "num_subsets", "max_subset_size", "num_splits", "row_batch_size",
@@ -460,7 +470,7 @@ def _format_time(seconds: float) -> str:
 
 def compute_metric(name: str, G, dataset_path=None, *, feature_net=None, strategy=None, cache=True, batch_size=32,
                    mirror=False, seed=0, G_kwargs=None, download=None, verbose=False, progress=None, dataset=None,
-                   **overrides) -> dict:
+                   run_dir=None, **overrides) -> dict:
     """Compute metric `name` for generator `G` against the dataset at `dataset_path`.
 
     Returns NVIDIA's result dict `{results: {key: value}, metric, total_time, total_time_str, num_gpus}`.
@@ -476,13 +486,13 @@ def compute_metric(name: str, G, dataset_path=None, *, feature_net=None, strateg
     spec = METRICS[name]
     if dataset is None and dataset_path is not None:
         dataset = DatasetSource(dataset_path)
-    if dataset is None and spec.kind in ("fid", "kid", "pr"):
+    if dataset is None and spec.kind in ("fid", "kid", "pr", "copy"):
         raise UserError(f"metric {name} compares with real images: give --data")
     if isinstance(feature_net, str):
         feature_net = [feature_net]
     opts = MetricOptions(
         G=G, dataset=dataset, feature_net=feature_net, download=download, strategy=strategy, cache=cache,
-        batch_size=int(batch_size), mirror=mirror, seed=seed, verbose=verbose, progress=progress,
+        batch_size=int(batch_size), mirror=mirror, seed=seed, verbose=verbose, progress=progress, run_dir=run_dir,
     )
     if G_kwargs:
         opts.G_kwargs.update(G_kwargs)
@@ -553,6 +563,7 @@ def run_metrics(names, G, snapshot=None, options=None, run_dir=None, **kwargs) -
         run_dir = os.path.dirname(os.path.abspath(os.fspath(snapshot)).rstrip(os.sep))
     dataset_path = kwargs.pop("dataset_path", None) or options.get("data")
     kwargs.setdefault("mirror", bool(options.get("mirror", False)))
+    kwargs.setdefault("run_dir", run_dir)
     out = {}
     for name in names:
         result = try_compute_metric(name, G, dataset_path, **kwargs)
