@@ -80,6 +80,7 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     import_tensorflow_quietly()  # building the dataset imports TensorFlow: without its start-up banner
+    from sg2ada.training.report import write_report  # imports TensorFlow: after the quiet import above
     try:
         minutes = _minutes()
         data = build_dataset()
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
     run_dir = runs[-1]
     grids = sorted(glob.glob(os.path.join(run_dir, "fakes[0-9]*.png")))
     compare = before_after(run_dir, cell=32)
+    report = write_report(run_dir)
     print()
     print(f"Demo finished in {time.time() - t0:.0f} s (exit status {status}).")
     print(f"Run directory:  {run_dir}")
@@ -102,6 +104,7 @@ def main(argv=None) -> int:
         print(f"Fakes grid:     {grids[-1]}   (at the start: {os.path.join(run_dir, 'fakes_init.png')})")
     if compare:
         print(f"Before / after: {compare}")
+    print(f"Report:         {report}   (opens offline in a browser)")
     print(f"TensorBoard:    tensorboard --logdir {OUT_DIR}")
     print(f"Keep training:  sg2ada train --resume {run_dir}")
     return status

@@ -1,4 +1,4 @@
-"""`sg2ada report RUN_DIR`: a self-contained HTML summary of a training run (sg2ada.tools.report):
+"""`sg2ada report RUN_DIR`: a self-contained HTML summary of a training run (sg2ada.training.report):
 loss, p and r_t curves, metric curves, health warnings, fakes grids over kimg, the memorisation
 picture and the resolved configuration, written to RUN_DIR/report.html."""
 
@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from sg2ada.tools.report import write_report
+    from sg2ada.training.report import write_report
 
     if args.grids < 0:
         raise UserError(f"--grids {args.grids}: must be 0 or more")

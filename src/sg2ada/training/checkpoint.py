@@ -150,6 +150,9 @@ class CheckpointKeeper:
             save_dir = self._tmpdir
         else:
             tf.io.gfile.makedirs(directory)
+            # A save killed midway leaves its shards in `ckpt-N_temp/`; the state file never named them.
+            for stale in glob.glob(os.path.join(directory, "ckpt-*_temp")):
+                shutil.rmtree(stale, ignore_errors=True)
         self.manager = tf.train.CheckpointManager(self.checkpoint, save_dir, max_to_keep=keep)
 
     @property

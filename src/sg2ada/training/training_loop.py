@@ -41,6 +41,7 @@ from sg2ada.networks.snapshot import save_snapshot
 from sg2ada.training import distribute
 from sg2ada.training import monitor as mon
 from sg2ada.training.checkpoint import Backup, CheckpointKeeper, preemption_handler
+from sg2ada.training.health import HealthMonitor
 from sg2ada.training.options import TrainingOptions
 from sg2ada.training.run_dir import (
     CHECKPOINT_SUBDIR,
@@ -56,6 +57,7 @@ from sg2ada.training.transfer import load_transfer_weights
 EXIT_DONE = 0
 EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
+HEALTH_BATCH = 64  # fixed reals and fakes whose feature spread tells mode collapse
 
 
 class NonFiniteLossError(UserError):
@@ -116,10 +118,13 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                                           seed=opts.seed, skip_images=cur_nimg)
 
             # ---- Export sample images (chief) ----------------------------------------------
-            grid = None
+            grid = health = None
             if chief:
                 print("Exporting sample images...")
                 grid = _SampleGrid(opts, trainer.G_ema)
+                health = HealthMonitor(aug=opts.aug, ada_target=opts.ada_target, ada_kimg=opts.ada_kimg,
+                                       p_max=opts.ada_p_max, r1_gamma=opts.r1_gamma)
+                health.set_reals(grid.real_images[:HEALTH_BATCH])
                 if restored is None:
                     mon.save_png(grid.reals, os.path.join(run_dir, "reals.png"))
                     mon.save_png(grid.fakes(), os.path.join(run_dir, "fakes_init.png"))
@@ -188,6 +193,13 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                         if gpu_gb is not None:
                             fields.append(f"gpumem {gpu_gb:<6.2f}")
                         fields.append(f"augment {p:.3f}")
+                        if health is not None:  # the chief's diagnosis: one line per problem, with its fix
+                            checkup = health.update(collector.as_dict(), kimg=cur_nimg / 1000,
+                                                    fakes=grid.fake_images(HEALTH_BATCH))
+                            for name, value in checkup.numbers.items():
+                                collector.report(name, value)
+                            for line in checkup.warnings:
+                                print(line)
                         for label, name in [("G", "Loss/G/loss"), ("D", "Loss/D/loss")]:
                             if collector.mean(name) is not None:
                                 fields.append(f"loss/{label} {collector.mean(name):<7.3f}")
@@ -249,14 +261,18 @@ class _SampleGrid:
         self.size = mon.grid_shape(opts.resolution)
         n = self.size[0] * self.size[1]
         images, labels = next(iter(make_dataset(opts.data, n, shuffle=True, seed=opts.seed, subset=opts.subset)))
-        self.reals = mon.image_grid(mon.to_uint8(np.asarray(images)), self.size)
+        self.real_images = mon.to_uint8(np.asarray(images))
+        self.reals = mon.image_grid(self.real_images, self.size)
         self.c = np.zeros([n, opts.c_dim], np.float32)  # an unconditional run on a labelled dataset: no labels
         if opts.c_dim:
             self.c[: len(labels)] = np.asarray(labels, np.float32)[:, : opts.c_dim]
         self.z = np.random.RandomState(opts.seed).standard_normal([n, G.config.z_dim]).astype(np.float32)
 
+    def fake_images(self, n: int | None = None) -> np.ndarray:
+        return mon.generate_images(self.G, self.z[:n], self.c[:n])
+
     def fakes(self) -> np.ndarray:
-        return mon.image_grid(mon.generate_images(self.G, self.z, self.c), self.size)
+        return mon.image_grid(self.fake_images(), self.size)
 
     def interpolation(self) -> np.ndarray:
         imgs = mon.interpolation_strip(self.G, self.z[0], self.z[1], self.c[0], steps=8)
