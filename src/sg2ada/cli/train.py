@@ -145,6 +145,31 @@ def _print_summary(opts, run_dir: str, num_replicas: int) -> None:
 
 
 def main(args) -> int:
+    return _train(args)[0]
+
+
+def train(*, outdir: str | None = None, progress: bool | None = True, **options) -> str:
+    """`sg2ada train` from Python, with the command line's option names: returns the run directory.
+
+        run_dir = sg2ada.train(outdir="runs", data="data/shapes", cfg="tiny", kimg=1, metrics="none")
+        sg2ada.train(resume=run_dir, kimg=2)   # continue it
+
+    Bad options raise `UserError`; a non-finite loss raises `NonFiniteLossError`; an interrupt
+    (SIGINT, a notebook's stop button) saves a checkpoint and returns the run directory as well.
+    """
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"sg2ada.train() got unknown options {unknown}; see `sg2ada train --help`")
+    for name, value in options.items():
+        setattr(args, name, value)
+    args.outdir, args.dry_run = outdir, False
+    return _train(args, progress=progress)[1]
+
+
+def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
     from sg2ada.training import distribute
     from sg2ada.training.options import CONTINUE_OVERRIDES, resolve_options
     from sg2ada.training.run_dir import (
@@ -206,7 +231,7 @@ def main(args) -> int:
 
             print(f"Transfer from:      {describe_resume(transfer)}")  # a dry run downloads nothing
         print("Dry run; exiting.")
-        return 0
+        return 0, None
     if transfer is not None:
         from sg2ada.training.transfer import resolve_resume_weights
 
@@ -225,7 +250,7 @@ def main(args) -> int:
     if chief:
         _print_summary(opts, run_dir, num_replicas)
     try:
-        return training_loop(opts, run_dir, strategy, transfer_from=transfer)
+        return training_loop(opts, run_dir, strategy, transfer_from=transfer, progress=progress), run_dir
     except BaseException:
         # A new run that failed before its first checkpoint leaves nothing behind.
         if chief and not continue_dir and not glob.glob(os.path.join(run_dir, CHECKPOINT_SUBDIR, "ckpt-*.index")):

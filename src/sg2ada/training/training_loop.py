@@ -309,7 +309,7 @@ class _StopRequest:
 
 
 class _ProgressBar:
-    """tqdm bar between ticks on the terminal's stderr; nothing when not a TTY or in CI."""
+    """tqdm bar between ticks on the terminal's stderr (None: when it is a TTY outside CI)."""
 
     def __init__(self, stream, enabled: bool | None):
         if enabled is None:
@@ -319,7 +319,7 @@ class _ProgressBar:
 
     def start(self, tick: int, total_nimg: int):
         if self._stream is not None:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm  # a widget in a notebook, text on a terminal
 
             self._bar = tqdm(total=max(total_nimg, 1), desc=f"tick {tick}", unit="img", leave=False,
                              file=self._stream, dynamic_ncols=True, unit_scale=True)
