@@ -246,7 +246,7 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
         # Every worker must train the chief's run: `latest` and a new run's number are its choice.
         outdir = os.path.dirname(run_dir) if run_dir else args.outdir
         run_id = distribute.broadcast_from_chief(strategy, int(os.path.basename(run_dir)[:5]) if chief else 0)
-        run_dir = find_run_dir(outdir or os.path.dirname(continue_dir), run_id)
+        run_dir = find_run_dir(outdir, run_id)
     if chief:
         _print_summary(opts, run_dir, num_replicas)
     try:
