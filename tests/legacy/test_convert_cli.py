@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from sg2ada.cli.main import main
-from sg2ada.networks.snapshot import load_network, read_snapshot_meta
+from sg2ada.legacy.load import load_network
+from sg2ada.networks.snapshot import read_snapshot_meta
 
 from legacy_testutil import Network, dump_tf1, tf1_state
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from sg2ada.errors import UserError
+from sg2ada.legacy.load import load_network
 from sg2ada.networks import snapshot
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
-from sg2ada.networks.snapshot import build_networks, load_network, read_snapshot_meta, save_snapshot
+from sg2ada.networks.snapshot import build_networks, read_snapshot_meta, save_snapshot
 
 G_CFG = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=16,
                         mapping=MappingConfig(num_layers=1))

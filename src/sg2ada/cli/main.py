@@ -16,6 +16,7 @@ import os
 import sys
 
 from sg2ada.errors import UserError
+from sg2ada.version import __version__
 
 # command name -> module under sg2ada.cli; a module that is not there (yet) is left out of the menu.
 COMMANDS = {
@@ -48,8 +49,6 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="sg2ada", description="StyleGAN2-ADA in TensorFlow 2: train, convert, generate, evaluate."
     )
-    from sg2ada import __version__
-
     parser.add_argument("--version", action="version", version=f"sg2ada {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in _load_commands().items():

@@ -54,8 +54,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from sg2ada.errors import UserError
-from sg2ada.legacy.restricted import RestrictedUnpickler, restricted_load
-from sg2ada.legacy.restricted import EasyDict, numpy_globals
+from sg2ada.legacy import pytorch_layout
+from sg2ada.legacy.restricted import EasyDict, RestrictedUnpickler, numpy_globals, restricted_load
+from sg2ada.legacy.tf1_import import tf1_arrays_for
+from sg2ada.networks.snapshot import Networks, build_networks
 
 KIND = "NVIDIA PyTorch network pickle"
 PERSISTENCE_VERSION = 6  # torch_utils.persistence._version of the public releases
@@ -449,9 +451,6 @@ def read_pytorch_pickle(path) -> dict:
 def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
     """Build G, D, G_ema from an NVIDIA PyTorch pickle. Returns snapshot.Networks; the networks not
     named in `networks` are None."""
-    from sg2ada.legacy import pytorch_layout
-    from sg2ada.networks.snapshot import Networks, build_networks
-
     path = os.fspath(path)
     data = read_pytorch_pickle(path)
     kwargs = {k: data[k].init_kwargs for k in ("G", "D", "G_ema")}
@@ -478,8 +477,6 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
             arrays = pytorch_layout.discriminator_from_pytorch(state, source=source)
         else:
             arrays = pytorch_layout.generator_from_pytorch(state, source=source)
-        from sg2ada.legacy.tf1_import import tf1_arrays_for
-
         arrays = tf1_arrays_for(net, arrays, path, key)
         for name, var in net.named_variables().items():
             var.assign(arrays[name])

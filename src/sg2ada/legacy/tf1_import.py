@@ -27,6 +27,7 @@ import numpy as np
 from sg2ada.errors import UserError
 from sg2ada.legacy.tf1_pickle import KIND, TF1Network, read_tf1_pickle
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
+from sg2ada.networks.snapshot import Networks, build_networks
 
 # Build functions we can translate. The original StyleGAN2 release (NVlabs/stylegan2,
 # `training/networks_stylegan2.py`) names its synthesis and discriminator differently and has
@@ -347,8 +348,6 @@ def tf1_networks_configs(path) -> dict:
 def import_tf1_pickle(path, networks=("G", "D", "G_ema")):
     """Build G, D and G_ema (= TF1 Gs) from an NVIDIA TF1 pickle. Returns snapshot.Networks; the
     networks not named in `networks`, or not in the pickle (a generator-only pickle), are None."""
-    from sg2ada.networks.snapshot import Networks, build_networks
-
     path = os.fspath(path)
     info = tf1_networks_configs(path)
     which = tuple(k for k in networks if (k == "G_ema" or info["G" if k == "G" else "D"] is not None))

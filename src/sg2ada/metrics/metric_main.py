@@ -36,6 +36,7 @@ import numpy as np
 from sg2ada.errors import UserError
 from sg2ada.metrics import formulas
 from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net, quantize_images
+from sg2ada.version import __version__
 
 __all__ = [
     "METRICS",
@@ -127,8 +128,6 @@ def parse_metric_list(text, option="--metrics") -> list[str]:
 def _path_fingerprint(path: str) -> list:
     """(relative name, size, mtime_ns) of every file making up the dataset, so any edit changes it."""
     if path.startswith("builtin:"):
-        from sg2ada import __version__
-
         return [path, __version__]
     apath = os.path.abspath(path)
     if os.path.isfile(apath):

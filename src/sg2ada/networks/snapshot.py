@@ -1,4 +1,4 @@
-"""Our network snapshot format and `load_network`, the one entry point for trained networks.
+"""Our network snapshot format: `save_snapshot`, `load_snapshot`.
 
 A snapshot plays the role of NVIDIA's `network-snapshot-<kimg>.pkl` (stylegan2-ada-pytorch
 `training/training_loop.py` pickles `G`, `D`, `G_ema`, `augment_pipe`, `training_set_kwargs`), but
@@ -12,8 +12,8 @@ holds no code: a directory with
 It is written into a temporary sibling directory and renamed into place, so a reader never sees
 a half-written snapshot, and an existing snapshot is never replaced unless asked.
 
-`load_network(path)` also accepts NVIDIA's TF1 and PyTorch pickles, recognised by content (see
-`sg2ada.legacy`), and always returns `Networks(G, D, G_ema, meta)`.
+`load_snapshot(path)` reads one back as `Networks(G, D, G_ema, meta)`; `sg2ada.legacy.load.load_network`
+also accepts NVIDIA's pickles and returns the same.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ import numpy as np
 
 from sg2ada.errors import UserError
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig
+from sg2ada.networks.discriminator import Discriminator
+from sg2ada.networks.generator import Generator
+from sg2ada.version import __version__
 
 FORMAT = "sg2ada-network-snapshot"
 VERSION = 1
@@ -40,7 +43,7 @@ NETWORK_KEYS = ("G", "D", "G_ema")
 
 
 class Networks(NamedTuple):
-    """What `load_network` returns. A network not asked for (see `load_network(networks=...)`) is None."""
+    """What `load_snapshot` and `sg2ada.legacy.load.load_network` return. A network not asked for (see `load_network(networks=...)`) is None."""
 
     G: object
     D: object
@@ -48,24 +51,11 @@ class Networks(NamedTuple):
     meta: dict
 
 
-def _network_classes():
-    try:
-        from sg2ada.networks.generator import Generator
-    except ImportError:  # the package may re-export it instead
-        from sg2ada.networks import Generator  # type: ignore[attr-defined,no-redef]
-    try:
-        from sg2ada.networks.discriminator import Discriminator
-    except ImportError:
-        from sg2ada.networks import Discriminator  # type: ignore[attr-defined,no-redef]
-    return Generator, Discriminator
-
-
 def build_networks(g_config: GeneratorConfig, d_config: DiscriminatorConfig | None, which=NETWORK_KEYS,
                    source: str | None = None):
     """Fresh (randomly initialised) G, D, G_ema for the configs; those not in `which` are None
     (and D is None without a d_config). With `source` (the file the configs came from), a config
     the networks reject becomes a UserError naming that file."""
-    Generator, Discriminator = _network_classes()
     try:
         G = Generator(g_config, name="G") if "G" in which else None
         D = Discriminator(d_config, name="D") if "D" in which and d_config is not None else None
@@ -88,12 +78,6 @@ def _variable_to_numpy(var) -> np.ndarray:
 
 def network_arrays(net) -> dict[str, np.ndarray]:
     return {name: _variable_to_numpy(var) for name, var in net.named_variables().items()}
-
-
-def _version() -> str:
-    from sg2ada import __version__
-
-    return __version__
 
 
 def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", overwrite=False, extra=None):
@@ -124,7 +108,7 @@ def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", o
         "kimg": None if kimg is None else float(kimg),
         "source": str(source),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "sg2ada_version": _version(),
+        "sg2ada_version": __version__,
     })
     arrays = {}
     for key, net in present:
@@ -277,41 +261,5 @@ def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
     return Networks(built["G"], built["D"], built["G_ema"], meta)
 
 
-def load_network(path, networks=NETWORK_KEYS) -> Networks:
-    """Load trained networks from our snapshot directory, an NVIDIA TF1 pickle or an NVIDIA PyTorch
-    pickle (recognised by content, not by name). `networks` picks which of G, D, G_ema to build
-    (the rest are None) to save time and memory when only G_ema is needed; a source without G or D
-    (a generator-only pickle or snapshot) also gives None for those."""
-    from sg2ada.legacy import restricted
-
-    path = os.fspath(path)
-    networks = tuple(networks)
-    unknown = [n for n in networks if n not in NETWORK_KEYS]
-    if unknown:
-        raise ValueError(f"networks must be a subset of {NETWORK_KEYS}, got {unknown}")
-    fmt = restricted.sniff_format(path)
-    if fmt == restricted.SNAPSHOT:
-        return load_snapshot(path, networks)
-    if fmt == restricted.ZIP and os.path.basename(path) == WEIGHTS_FILE:
-        return load_snapshot(os.path.dirname(os.path.abspath(path)), networks)
-    if os.path.basename(path) == META_FILE and os.path.isfile(path):
-        return load_snapshot(os.path.dirname(os.path.abspath(path)), networks)
-    if fmt in (restricted.TF1, restricted.OTHER_PICKLE):
-        # Unrecognised pickles go through the TF1 reader too: it refuses foreign classes by name
-        # and explains what it expected.
-        from sg2ada.legacy.tf1_import import import_tf1_pickle
-
-        return import_tf1_pickle(path, networks)
-    if fmt == restricted.PYTORCH:
-        from sg2ada.legacy.pytorch_pickle import import_pytorch_pickle
-
-        return import_pytorch_pickle(path, networks)
-    if fmt == restricted.ZIP:
-        raise UserError(f"{path}: is a zip archive (a torch.save checkpoint or an .npz?), not a network snapshot or "
-                        "an NVIDIA network pickle; pass a snapshot directory or NVIDIA's .pkl")
-    raise UserError(f"{path}: neither a network snapshot directory nor an NVIDIA network pickle (unrecognised or "
-                    "truncated content); check the path")
-
-
-__all__ = ["Networks", "build_networks", "save_snapshot", "load_snapshot", "load_network", "read_snapshot_meta",
+__all__ = ["Networks", "build_networks", "save_snapshot", "load_snapshot", "read_snapshot_meta",
            "read_snapshot_weights", "assign_arrays", "network_arrays", "FORMAT", "VERSION"]

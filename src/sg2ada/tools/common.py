@@ -153,7 +153,7 @@ def check_network_path(path: str) -> str:
 
 def load_generator(path: str):
     """G_ema of a snapshot directory, NVIDIA TF1 pickle or NVIDIA PyTorch pickle."""
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     nets = load_network(check_network_path(path), networks=("G_ema",))
     if nets.G_ema is None:
