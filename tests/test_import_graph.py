@@ -27,7 +27,7 @@ LAYERS = [
     {"presets"},  # builds networks.config objects, so it sits just above networks
     {"networks"},
     {"ops"},
-    {"errors", "cache", "version"},  # leaf utilities: usable anywhere, they import only each other
+    {"errors", "cache", "version", "images", "console"},  # leaf utilities: usable anywhere, import only each other
 ]
 LEAF_UTILITIES = LAYERS[-1]
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sg2ada.cli.main import main
+from sg2ada.images import to_uint8
 from sg2ada.tools import common
 from sg2ada.tools import generate as gen
 
@@ -96,7 +97,7 @@ def test_saved_model_in_fresh_process_without_sg2ada(exported, tiny_snapshot, tm
     close(got["synthesize_random"], want_random, "synthesize_random")
     assert not np.allclose(got["synthesize_random"], got["synthesize"])
     # and the images are the ones `sg2ada generate` writes
-    np.testing.assert_array_equal(common.to_uint8(got["generate"])[0],
+    np.testing.assert_array_equal(np.asarray(to_uint8(got["generate"]))[0],
                                   dict(gen.generate_images(G, [3], truncation_psi=0.7))[3])
     with open(os.path.join(exported, "assets.extra", "sg2ada_export.json")) as f:
         info = json.load(f)

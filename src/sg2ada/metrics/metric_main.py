@@ -26,16 +26,20 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
 
+from sg2ada.console import format_time
+from sg2ada.data import label_sampler, make_dataset, open_dataset
 from sg2ada.errors import UserError
+from sg2ada.images import to_uint8
 from sg2ada.metrics import formulas
-from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net, quantize_images
+from sg2ada.metrics.common import LabelSampler, MetricOptions, g_attr, report_progress, run_replicated
+from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net
+from sg2ada.metrics.ppl import compute_ppl_distances
 from sg2ada.version import __version__
 
 __all__ = [
@@ -145,17 +149,6 @@ def _path_fingerprint(path: str) -> list:
     return out
 
 
-def _to_uint8(images):
-    """Dataset images (float [-1,1], as sg2ada.data delivers them, or uint8) back to uint8 pixels."""
-    import tensorflow as tf
-
-    images = tf.convert_to_tensor(images)
-    if images.dtype == tf.uint8:
-        return images
-    x = (tf.cast(images, tf.float32) + 1.0) * 127.5
-    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
-
-
 class DatasetSource:
     """The real images and labels of a dataset, in order, through `sg2ada.data.make_dataset`.
 
@@ -177,16 +170,9 @@ class DatasetSource:
         return _path_fingerprint(self.path)
 
     def _batches(self, batch_size: int):
-        """Yields (images, labels) in dataset order, images float [-1,1] or uint8 NHWC."""
-        try:
-            from sg2ada.data import make_dataset
-        except ImportError as e:  # pragma: no cover - data module missing in this build
-            raise UserError(f"--data {self.path}: cannot read datasets in this build ({e})") from None
-        try:  # uint8 straight from the files: no round trip through [-1, 1]
-            ds = make_dataset(self.path, batch_size, mirror=False, shuffle=False, repeat=False, as_uint8=True)
-        except TypeError:
-            ds = make_dataset(self.path, batch_size, mirror=False, shuffle=False, repeat=False)
-        yield from ds
+        """Yields (images, labels) in dataset order, images uint8 NHWC."""
+        # uint8 straight from the files: no round trip through [-1, 1]
+        yield from make_dataset(self.path, batch_size, mirror=False, shuffle=False, repeat=False, as_uint8=True)
 
     def iterate(self, batch_size: int, mirror: bool = False, max_items: int | None = None):
         """uint8 NHWC batches; with `mirror`, the x-flipped copies follow the originals (NVIDIA's xflip)."""
@@ -197,7 +183,7 @@ class DatasetSource:
             for images, _labels in self._batches(batch_size):
                 if max_items is not None and count >= max_items:
                     return
-                images = _to_uint8(images)
+                images = tf.convert_to_tensor(images)
                 if flip:
                     images = tf.reverse(images, axis=[2])
                 if max_items is not None:
@@ -223,73 +209,15 @@ class DatasetSource:
 
     def _distribution_from_data_module(self):
         try:
-            from sg2ada.data import label_sampler, open_dataset
-
             if not open_dataset(self.path).has_labels:
                 return ()
             sampler = label_sampler(self.path)
-        except (ImportError, AttributeError, UserError):
+        except UserError:
             return None
         return np.asarray(sampler.rows, np.float32), np.asarray(sampler.counts, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class MetricOptions:
-    G: object = None
-    dataset: DatasetSource | None = None
-    G_kwargs: dict = dataclasses.field(default_factory=lambda: dict(truncation_psi=1, noise_mode="random"))
-    feature_net: list | None = None  # user paths (files or folders) for the feature networks
-    download: bool | None = None  # None: unless SG2ADA_OFFLINE=1
-    strategy: object = None  # tf.distribute strategy: batches are split over its replicas
-    cache: bool = True
-    batch_size: int = 32  # images per feature-network call (over all replicas)
-    mirror: bool = False  # training's --mirror, used by the legacy (non-_full) metrics only
-    seed: int | None = 0
-    verbose: bool = False
-    progress: object = None  # callable(done, total, what)
-
-    @property
-    def num_replicas(self) -> int:
-        return int(self.strategy.num_replicas_in_sync) if self.strategy is not None else 1
-
-
-def _progress(opts: MetricOptions, done: int, total: int, what: str, state: dict) -> None:
-    if opts.progress is not None:
-        opts.progress(done, total, what)
-    if opts.verbose and (done >= total or time.time() - state.setdefault("t", 0) > 10):
-        state["t"] = time.time()
-        print(f"{what:<20s} {done}/{total}", file=sys.stderr, flush=True)
-
-
-def _replicated(opts: MetricOptions, fn, *arrays):
-    """fn(*arrays) with the batch split over the strategy's replicas (padded to equal shares)."""
-    import tensorflow as tf
-
-    r = opts.num_replicas
-    if r == 1:
-        return fn(*[tf.convert_to_tensor(a) for a in arrays])
-    n = int(arrays[0].shape[0])
-    per = -(-n // r)
-    padded = []
-    for a in arrays:
-        a = np.asarray(a)
-        if per * r > n:
-            a = np.concatenate([a, np.repeat(a[-1:], per * r - n, axis=0)])
-        padded.append(a)
-
-    def value_fn(ctx):
-        i = ctx.replica_id_in_sync_group
-        return tuple(tf.constant(a[i * per : (i + 1) * per]) for a in padded)
-
-    values = opts.strategy.experimental_distribute_values_from_function(value_fn)
-    out = opts.strategy.run(lambda args: fn(*args), args=(values,))
-    parts = opts.strategy.experimental_local_results(out)
-    if isinstance(parts[0], (tuple, list)):
-        return tuple(tf.concat([p[j] for p in parts], 0)[:n] for j in range(len(parts[0])))
-    return tf.concat(list(parts), 0)[:n]
 
 
 def _detector_fn(net, kind: str, probabilities: bool = False):
@@ -328,8 +256,8 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, spec: MetricSpec, max
     fn = tf.function(_detector_fn(detector, spec.feature_net), reduce_retracing=True)
     state: dict = {}
     for images in opts.dataset.iterate(opts.batch_size, mirror=mirror, max_items=max_items):
-        stats.append(_replicated(opts, fn, images.numpy()).numpy())
-        _progress(opts, stats.num_items, max_items or stats.num_items, "dataset features", state)
+        stats.append(run_replicated(opts, fn, images.numpy()).numpy())
+        report_progress(opts, stats.num_items, max_items or stats.num_items, "dataset features", state)
     if stats.num_items == 0:
         raise UserError(f"--data {opts.dataset.path}: the dataset holds no images")
     if cache_file:
@@ -341,35 +269,6 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, spec: MetricSpec, max
     return stats
 
 
-def _g_attr(G, name):
-    cfg = getattr(G, "config", None)
-    if cfg is not None and hasattr(cfg, name):
-        return getattr(cfg, name)
-    return getattr(G, name)
-
-
-class _LabelSampler:
-    def __init__(self, opts: MetricOptions, rng: np.random.RandomState):
-        self.c_dim = int(_g_attr(opts.G, "c_dim"))
-        self.rng = rng
-        if self.c_dim > 0:
-            if opts.dataset is None:
-                raise UserError("a conditional generator needs --data to draw labels from")
-            dist = opts.dataset.label_distribution()
-            if dist is None or dist[0].shape[1] != self.c_dim:
-                raise UserError(
-                    f"--data {opts.dataset.path}: its labels do not match the generator's c_dim {self.c_dim}"
-                )
-            self.rows, counts = dist
-            self.cum = np.cumsum(counts)
-
-    def __call__(self, n):
-        if self.c_dim == 0:
-            return np.zeros([n, 0], np.float32)
-        which = np.searchsorted(self.cum, self.rng.randint(int(self.cum[-1]), size=n), side="right")
-        return self.rows[which]
-
-
 def compute_feature_stats_for_generator(opts: MetricOptions, spec: MetricSpec, max_items, probabilities=False,
                                         **stats_kwargs):
     import tensorflow as tf
@@ -377,23 +276,23 @@ def compute_feature_stats_for_generator(opts: MetricOptions, spec: MetricSpec, m
     detector = get_feature_net(spec.feature_net, opts.feature_net, opts.download)
     detect = _detector_fn(detector, spec.feature_net, probabilities)
     G = opts.G
-    z_dim = int(_g_attr(G, "z_dim"))
+    z_dim = int(g_attr(G, "z_dim"))
     rng = np.random.RandomState(opts.seed)
-    labels = _LabelSampler(opts, rng)
+    labels = LabelSampler(opts, rng)
     g_kwargs = dict(opts.G_kwargs)
 
     @tf.function(reduce_retracing=True)
     def run(z, c):
         img = G(z, c, **g_kwargs)
-        return detect(quantize_images(img))
+        return detect(to_uint8(img))
 
     stats = formulas.FeatureStats(max_items=max_items, **stats_kwargs)
     state: dict = {}
     while not stats.is_full():
         z = rng.randn(opts.batch_size, z_dim).astype(np.float32)
         c = labels(opts.batch_size)
-        stats.append(_replicated(opts, run, z, c).numpy())
-        _progress(opts, stats.num_items, max_items, "generator features", state)
+        stats.append(run_replicated(opts, run, z, c).numpy())
+        report_progress(opts, stats.num_items, max_items, "generator features", state)
     return stats
 
 
@@ -432,8 +331,6 @@ def _is(opts, spec, p):
 
 
 def _ppl(opts, spec, p):
-    from sg2ada.metrics.ppl import compute_ppl_distances
-
     dist = compute_ppl_distances(opts, spec, p)
     return {spec.name: formulas.ppl_from_distances(dist)}
 
@@ -444,17 +341,6 @@ _OVERRIDABLE = {
     "num_gen", "max_real", "num_samples", "num_subsets", "max_subset_size", "num_splits", "row_batch_size",
     "col_batch_size",
 }
-
-
-def _format_time(seconds: float) -> str:
-    s = int(np.rint(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
 
 
 def compute_metric(name: str, G, dataset_path=None, *, feature_net=None, strategy=None, cache=True, batch_size=32,
@@ -496,7 +382,7 @@ def compute_metric(name: str, G, dataset_path=None, *, feature_net=None, strateg
         results={k: float(v) for k, v in results.items()},
         metric=name,
         total_time=total,
-        total_time_str=_format_time(total),
+        total_time_str=format_time(total),
         num_gpus=opts.num_replicas,
     )
     if overrides:
