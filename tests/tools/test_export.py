@@ -98,7 +98,7 @@ def test_saved_model_in_fresh_process_without_sg2ada(exported, tiny_snapshot, tm
     assert not np.allclose(got["synthesize_random"], got["synthesize"])
     # and the images are the ones `sg2ada generate` writes
     np.testing.assert_array_equal(np.asarray(to_uint8(got["generate"]))[0],
-                                  dict(gen.generate_images(G, [3], truncation_psi=0.7))[3])
+                                  dict(gen.seed_images(G, [3], truncation_psi=0.7))[3])
     with open(os.path.join(exported, "assets.extra", "sg2ada_export.json")) as f:
         info = json.load(f)
     assert info["z_dim"] == G.z_dim and info["num_ws"] == G.num_ws and info["truncation_psi_generate"] == 0.7

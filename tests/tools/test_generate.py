@@ -161,8 +161,8 @@ def test_generate_cli_writes_seed_images_and_grid(tiny_snapshot, tmp_path, capsy
 
 def test_noise_modes(tiny_snapshot):
     G = common.load_generator(tiny_snapshot)
-    imgs = {m: dict(gen.generate_images(G, [3, 4], noise_mode=m)) for m in ("const", "random", "none")}
-    again = dict(gen.generate_images(G, [3, 4], noise_mode="random"))
+    imgs = {m: dict(gen.seed_images(G, [3, 4], noise_mode=m)) for m in ("const", "random", "none")}
+    again = dict(gen.seed_images(G, [3, 4], noise_mode="random"))
     np.testing.assert_array_equal(imgs["random"][3], again[3])  # per-seed reproducible
     assert not np.array_equal(imgs["const"][3], imgs["random"][3])
     assert not np.array_equal(imgs["const"][3], imgs["none"][3])
@@ -173,8 +173,8 @@ def test_conditional_class(tiny_cond_snapshot, tmp_path, capsys):
     run_ok(["generate", "--network", tiny_cond_snapshot, "--seeds", "1", "--class", "3", "--outdir", str(out)],
            capsys)
     G = common.load_generator(tiny_cond_snapshot)
-    a = dict(gen.generate_images(G, [1], class_idx=3))[1]
-    b = dict(gen.generate_images(G, [1], class_idx=0))[1]
+    a = dict(gen.seed_images(G, [1], class_idx=3))[1]
+    b = dict(gen.seed_images(G, [1], class_idx=0))[1]
     np.testing.assert_array_equal(png(out / "seed0001.png"), a)
     assert not np.array_equal(a, b)
 
@@ -187,7 +187,7 @@ def test_projected_w_roundtrip(tiny_snapshot, tmp_path, capsys):
     run_ok(["generate", "--network", tiny_snapshot, "--projected-w", str(tmp_path / "projected_w.npz"),
             "--outdir", str(out)], capsys)
     assert sorted(os.listdir(out)) == ["proj00.png", "proj01.png"]
-    want = dict(gen.generate_images(G, [12], truncation_psi=0.8))[12]
+    want = dict(gen.seed_images(G, [12], truncation_psi=0.8))[12]
     np.testing.assert_array_equal(png(out / "proj01.png"), want)
     # the wrong shape is refused
     np.savez(tmp_path / "bad.npz", w=np.zeros([1, 3, 16], np.float32))
@@ -204,7 +204,7 @@ def test_style_mix_grid(tiny_snapshot, tmp_path, capsys):
     assert grid.shape == (3 * 16, 4 * 16, 3)
     assert not grid[:16, :16].any()  # black corner
     G = common.load_generator(tiny_snapshot)
-    src = dict(gen.generate_images(G, [1, 2, 3, 4, 5]))
+    src = dict(gen.seed_images(G, [1, 2, 3, 4, 5]))
 
     def cell(r, c):
         return grid[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]
@@ -321,8 +321,8 @@ def test_tf1_noise_mode_draws_noise_after_z(tiny_snapshot):
     G = common.load_generator(tiny_snapshot)
     bufs = gen._noise_buffers(G)
     before = {k: v.numpy().copy() for k, v in bufs.items()}
-    const = dict(gen.generate_images(G, [6]))[6]
-    got = dict(gen.generate_images(G, [6], noise_mode="tf1"))[6]
+    const = dict(gen.seed_images(G, [6]))[6]
+    got = dict(gen.seed_images(G, [6], noise_mode="tf1"))[6]
     assert not np.array_equal(got, const)
     for k, v in bufs.items():  # the network's own noise is back
         np.testing.assert_array_equal(v.numpy(), before[k])

@@ -64,7 +64,7 @@ def main(args) -> int:
             images.append(img)
         print(f"wrote {len(images)} image(s) from {args.projected_w} to {outdir}")
     else:
-        for seed, img in gen.generate_images(G, seeds, psi, cutoff, args.class_idx, args.noise_mode):
+        for seed, img in gen.seed_images(G, seeds, psi, cutoff, args.class_idx, args.noise_mode):
             save_png(img, os.path.join(outdir, f"seed{seed:04d}.png"))
             images.append(img)
         print(f"wrote {len(images)} image(s) to {outdir}")

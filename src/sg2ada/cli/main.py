@@ -35,14 +35,7 @@ COMMANDS = {
 
 
 def _load_commands():
-    mods = {}
-    for name, mod in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"sg2ada.cli.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"sg2ada.cli.{mod}":
-                raise
-    return mods
+    return {name: importlib.import_module(f"sg2ada.cli.{mod}") for name, mod in COMMANDS.items()}
 
 
 def build_parser():

@@ -77,7 +77,7 @@ def synthesize(G, ws, noise_mode="const", seeds=None) -> np.ndarray:
                                                        np.float32)
 
 
-def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, noise_mode="const"):
+def seed_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, noise_mode="const"):
     """Yield (seed, uint8 HWC image) for each seed, as NVIDIA's generate.py computes them.
 
     noise_mode "tf1" reproduces NVIDIA's TF1 generate.py, which after drawing z from the seed's
@@ -224,7 +224,7 @@ def interpolation_frames(G, seeds, frames_per_transition: int, space="z", trunca
 
 __all__ = [
     "NOISE_MODES",
-    "generate_images",
+    "seed_images",
     "interpolation_frames",
     "interpolation_latents",
     "load_projected_ws",
