@@ -16,7 +16,7 @@ import tensorflow as tf
 from metrics_helpers import NpzSource, ToyGenerator
 from sg2ada.errors import UserError
 from sg2ada.metrics import METRICS, compute_metric, feature_nets, formulas, metric_main
-from sg2ada.metrics.common import LabelSampler
+from sg2ada.metrics.common import fake_labels
 from sg2ada.metrics import report_metric, run_metrics, try_compute_metric, write_tensorboard
 
 
@@ -281,6 +281,6 @@ def test_labels_are_drawn_like_a_random_dataset_image(tmp_path):
     path = tmp_path / "lab.npz"
     np.savez(path, images=np.zeros([4, 4, 4, 3], np.uint8), labels=labels)
     opts = metric_main.MetricOptions(G=ToyGenerator(c_dim=2), dataset=NpzSource.make(path))
-    draws = LabelSampler(opts, np.random.RandomState(0))(20000)
+    draws = fake_labels(opts, seed=0)(20000)
     assert set(map(tuple, draws)) == {(1.0, 0.0), (0.0, 1.0)}
     assert draws[:, 0].mean() == pytest.approx(0.75, abs=0.02)

@@ -55,7 +55,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from sg2ada.errors import UserError
 from sg2ada.legacy import pytorch_layout
-from sg2ada.legacy.restricted import EasyDict, RestrictedUnpickler, numpy_globals, restricted_load
+from sg2ada.legacy.restricted import EasyDict, RestrictedUnpickler, jsonable, numpy_globals, restricted_load
 from sg2ada.legacy.tf1_import import tf1_arrays_for
 from sg2ada.networks.snapshot import Networks, build_networks
 
@@ -482,7 +482,7 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
             var.assign(arrays[name])
 
     tsk = data.get("training_set_kwargs")
-    dataset = _jsonable(_plain(tsk)) if isinstance(tsk, dict) else None
+    dataset = jsonable(_plain(tsk)) if isinstance(tsk, dict) else None
     meta = {
         "format": "nvidia-pytorch-pickle",
         "source": os.path.abspath(path),
@@ -490,7 +490,7 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
         "D": d_cfg.to_dict(),
         "dataset": dataset,
         "kimg": None,
-        "pytorch_init_kwargs": {k: _jsonable(v) for k, v in kwargs.items()},
+        "pytorch_init_kwargs": {k: jsonable(v) for k, v in kwargs.items()},
         "augment_pipe": _augment_summary(data.get("augment_pipe")),
     }
     return Networks(G, D, G_ema, meta)
@@ -499,7 +499,7 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
 def _augment_summary(pipe):
     if not isinstance(pipe, PersistentObject):
         return None
-    out = {"class_name": pipe.class_name, "init_kwargs": _jsonable(pipe.init_kwargs)}
+    out = {"class_name": pipe.class_name, "init_kwargs": jsonable(pipe.init_kwargs)}
     params = pipe.state.get("_buffers") or {}
     if "p" in params and params["p"] is not None:
         try:
@@ -507,18 +507,6 @@ def _augment_summary(pipe):
         except (TypeError, IndexError, ValueError):
             pass
     return out
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return repr(v)
 
 
 __all__ = ["PersistentObject", "EasyDict", "read_pytorch_pickle", "import_pytorch_pickle", "load_storage_from_bytes",

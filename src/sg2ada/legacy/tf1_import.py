@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from sg2ada.errors import UserError
+from sg2ada.legacy.restricted import jsonable
 from sg2ada.legacy.tf1_pickle import KIND, TF1Network, read_tf1_pickle
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
 from sg2ada.networks.snapshot import Networks, build_networks
@@ -196,7 +197,7 @@ def generator_config_from_tf1(net: TF1Network, path: str = "?") -> tuple[Generat
     if broadcast is not None and broadcast != cfg.num_ws:
         raise UserError(f"{path}: {kw.net} mapping broadcasts {broadcast} ws, the synthesis needs {cfg.num_ws}; "
                         "the pickle is damaged")
-    record = {k: _jsonable(v) for k, v in merged.items() if k in _G_RUNTIME and k != "components"}
+    record = {k: jsonable(v) for k, v in merged.items() if k in _G_RUNTIME and k != "components"}
     # What TF1's G_main would have applied at run time had the caller not overridden it.
     record.setdefault("truncation_psi", 0.5)
     return cfg, record
@@ -251,18 +252,8 @@ def discriminator_config_from_tf1(net: TF1Network, path: str = "?") -> tuple[Dis
         )
     except ValueError as e:
         raise UserError(f"{path}: {kw.net}: {e}") from None
-    record = {k: _jsonable(v) for k, v in net.static_kwargs.items() if k in _D_RUNTIME}
+    record = {k: jsonable(v) for k, v in net.static_kwargs.items() if k in _D_RUNTIME}
     return cfg, record
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return repr(v)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,7 +349,7 @@ def import_tf1_pickle(path, networks=("G", "D", "G_ema")):
         arrays = tf1_arrays_for(net, tf1.collect_variables(path), path, name)
         for var_name, var in net.named_variables().items():
             var.assign(arrays[var_name])
-    static = {k: {n: _jsonable(v) for n, v in info[k].static_kwargs.items()} for k in ("G", "D", "Gs")
+    static = {k: {n: jsonable(v) for n, v in info[k].static_kwargs.items()} for k in ("G", "D", "Gs")
               if info[k] is not None}
     meta = {
         "format": "nvidia-tf1-pickle",

@@ -13,7 +13,7 @@ import numpy as np
 
 from sg2ada.errors import UserError
 
-__all__ = ["LabelSampler", "MetricOptions", "g_attr", "report_progress", "run_replicated"]
+__all__ = ["MetricOptions", "fake_labels", "g_attr", "report_progress", "run_replicated"]
 
 
 @dataclasses.dataclass
@@ -80,25 +80,16 @@ def g_attr(G, name):
     return getattr(G, name)
 
 
-class LabelSampler:
-    """Labels for generated images: each the label of a random dataset image (NVIDIA's rule)."""
-
-    def __init__(self, opts: MetricOptions, rng: np.random.RandomState):
-        self.c_dim = int(g_attr(opts.G, "c_dim"))
-        self.rng = rng
-        if self.c_dim > 0:
-            if opts.dataset is None:
-                raise UserError("a conditional generator needs --data to draw labels from")
-            dist = opts.dataset.label_distribution()
-            if dist is None or dist[0].shape[1] != self.c_dim:
-                raise UserError(
-                    f"--data {opts.dataset.path}: its labels do not match the generator's c_dim {self.c_dim}"
-                )
-            self.rows, counts = dist
-            self.cum = np.cumsum(counts)
-
-    def __call__(self, n):
-        if self.c_dim == 0:
-            return np.zeros([n, 0], np.float32)
-        which = np.searchsorted(self.cum, self.rng.randint(int(self.cum[-1]), size=n), side="right")
-        return self.rows[which]
+def fake_labels(opts: MetricOptions, seed):
+    """A function n -> float32 [n, c_dim] labels for generated images, each the label of a random
+    dataset image (NVIDIA's rule), drawn from their own stream seeded with `seed`."""
+    c_dim = int(g_attr(opts.G, "c_dim"))
+    if c_dim == 0:
+        return lambda n: np.zeros([n, 0], np.float32)
+    if opts.dataset is None:
+        raise UserError("a conditional generator needs --data to draw labels from")
+    sampler = opts.dataset.label_sampler()
+    if sampler is None or sampler.label_dim != c_dim:
+        raise UserError(f"--data {opts.dataset.path}: its labels do not match the generator's c_dim {c_dim}")
+    rng = np.random.default_rng(seed)
+    return lambda n: sampler.sample_numpy(n, rng)

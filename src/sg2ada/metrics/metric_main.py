@@ -33,11 +33,11 @@ import warnings
 import numpy as np
 
 from sg2ada.console import format_time
-from sg2ada.data import label_sampler, make_dataset, open_dataset
+from sg2ada.data import LabelSampler, label_sampler, make_dataset, open_dataset
 from sg2ada.errors import UserError
 from sg2ada.images import to_uint8
 from sg2ada.metrics import formulas
-from sg2ada.metrics.common import LabelSampler, MetricOptions, g_attr, report_progress, run_replicated
+from sg2ada.metrics.common import MetricOptions, fake_labels, g_attr, report_progress, run_replicated
 from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net
 from sg2ada.metrics.ppl import compute_ppl_distances
 from sg2ada.version import __version__
@@ -191,30 +191,28 @@ class DatasetSource:
                 count += int(images.shape[0])
                 yield images
 
-    def label_distribution(self):
-        """(distinct label rows float32 [K, c_dim], image counts int64 [K]), or None when unlabelled.
-
-        Drawing a row with probability count/total is NVIDIA's "label of a random dataset image"."""
+    def label_sampler(self) -> LabelSampler | None:
+        """The dataset's labels as a `sg2ada.data.LabelSampler` (NVIDIA's "label of a random dataset
+        image"), or None when unlabelled."""
         if self._labels is None:
-            self._labels = self._distribution_from_data_module()
+            self._labels = self._sampler_from_data_module()
             if self._labels is None:  # not a dataset the data module reads: go through _batches
                 out = [np.asarray(lab, np.float32) for _img, lab in self._batches(256)]
                 labels = np.concatenate(out) if out else np.zeros([0, 0], np.float32)
                 if labels.size:
                     rows, counts = np.unique(labels.reshape(len(labels), -1), axis=0, return_counts=True)
-                    self._labels = (rows.astype(np.float32), counts.astype(np.int64))
+                    self._labels = LabelSampler(rows, counts)
                 else:
                     self._labels = ()
         return self._labels or None
 
-    def _distribution_from_data_module(self):
+    def _sampler_from_data_module(self):
         try:
             if not open_dataset(self.path).has_labels:
                 return ()
-            sampler = label_sampler(self.path)
+            return label_sampler(self.path)
         except UserError:
             return None
-        return np.asarray(sampler.rows, np.float32), np.asarray(sampler.counts, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,7 +276,7 @@ def compute_feature_stats_for_generator(opts: MetricOptions, spec: MetricSpec, m
     G = opts.G
     z_dim = int(g_attr(G, "z_dim"))
     rng = np.random.RandomState(opts.seed)
-    labels = LabelSampler(opts, rng)
+    labels = fake_labels(opts, opts.seed)
     g_kwargs = dict(opts.G_kwargs)
 
     @tf.function(reduce_retracing=True)

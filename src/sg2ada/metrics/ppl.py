@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sg2ada.metrics.common import LabelSampler, g_attr, report_progress, run_replicated
+from sg2ada.metrics.common import fake_labels, g_attr, report_progress, run_replicated
 from sg2ada.metrics.feature_nets import get_feature_net
 
 __all__ = ["compute_ppl_distances", "slerp"]
@@ -68,7 +68,7 @@ def compute_ppl_distances(opts, spec, p) -> np.ndarray:
     G = opts.G
     z_dim = int(g_attr(G, "z_dim"))
     rng = np.random.RandomState(opts.seed)
-    labels = LabelSampler(opts, rng)
+    labels = fake_labels(opts, opts.seed)
     psi = opts.G_kwargs.get("truncation_psi", 1)
 
     @tf.function(reduce_retracing=True)
