@@ -57,6 +57,7 @@ from sg2ada.errors import UserError
 from sg2ada.legacy import pytorch_layout
 from sg2ada.legacy.restricted import EasyDict, RestrictedUnpickler, jsonable, numpy_globals, restricted_load
 from sg2ada.legacy.tf1_import import tf1_arrays_for
+from sg2ada.networks.layers import assign_named
 from sg2ada.networks.snapshot import Networks, build_networks
 
 KIND = "NVIDIA PyTorch network pickle"
@@ -477,9 +478,7 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
             arrays = pytorch_layout.discriminator_from_pytorch(state, source=source)
         else:
             arrays = pytorch_layout.generator_from_pytorch(state, source=source)
-        arrays = tf1_arrays_for(net, arrays, path, key)
-        for name, var in net.named_variables().items():
-            var.assign(arrays[name])
+        assign_named(net, tf1_arrays_for(net, arrays, path, key), source=source)
 
     tsk = data.get("training_set_kwargs")
     dataset = jsonable(_plain(tsk)) if isinstance(tsk, dict) else None

@@ -28,6 +28,7 @@ from sg2ada.errors import UserError
 from sg2ada.legacy.restricted import jsonable
 from sg2ada.legacy.tf1_pickle import KIND, TF1Network, read_tf1_pickle
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
+from sg2ada.networks.layers import assign_named
 from sg2ada.networks.snapshot import Networks, build_networks
 
 # Build functions we can translate. The original StyleGAN2 release (NVlabs/stylegan2,
@@ -346,9 +347,7 @@ def import_tf1_pickle(path, networks=("G", "D", "G_ema")):
     for net, tf1, name in ((G, info["G"], "G"), (D, info["D"], "D"), (G_ema, info["Gs"], "Gs")):
         if net is None:
             continue
-        arrays = tf1_arrays_for(net, tf1.collect_variables(path), path, name)
-        for var_name, var in net.named_variables().items():
-            var.assign(arrays[var_name])
+        assign_named(net, tf1_arrays_for(net, tf1.collect_variables(path), path, name), source=f"{path} ({name})")
     static = {k: {n: jsonable(v) for n, v in info[k].static_kwargs.items()} for k in ("G", "D", "Gs")
               if info[k] is not None}
     meta = {

@@ -33,6 +33,7 @@ from sg2ada.errors import UserError
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig
 from sg2ada.networks.discriminator import Discriminator
 from sg2ada.networks.generator import Generator
+from sg2ada.networks.layers import assign_named
 from sg2ada.version import __version__
 
 FORMAT = "sg2ada-network-snapshot"
@@ -67,19 +68,6 @@ def build_networks(g_config: GeneratorConfig, d_config: DiscriminatorConfig | No
     return G, D, G_ema
 
 
-def _variable_to_numpy(var) -> np.ndarray:
-    try:
-        return np.array(var.numpy())
-    except AttributeError:
-        import keras
-
-        return np.array(keras.ops.convert_to_numpy(var))
-
-
-def network_arrays(net) -> dict[str, np.ndarray]:
-    return {name: _variable_to_numpy(var) for name, var in net.named_variables().items()}
-
-
 def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", overwrite=False, extra=None):
     """Write G, D, G_ema as a snapshot directory at `path` (atomically); returns the path.
 
@@ -112,7 +100,7 @@ def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", o
     })
     arrays = {}
     for key, net in present:
-        for name, value in network_arrays(net).items():
+        for name, value in net.get_tf1_variables().items():
             arrays[f"{key}/{name}"] = value
     try:
         text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n"
@@ -218,28 +206,6 @@ def read_snapshot_weights(path) -> dict[str, np.ndarray]:
                         "write it again") from None
 
 
-def assign_arrays(net, arrays: dict, source: str, which: str) -> None:
-    """Assign `arrays` (names of `net.named_variables()`) to `net`: all names, exact shapes."""
-    named = net.named_variables()
-    missing = sorted(set(named) - set(arrays))
-    extra = sorted(set(arrays) - set(named))
-    bad = sorted(n for n in set(named) & set(arrays) if tuple(arrays[n].shape) != tuple(named[n].shape))
-    if missing or extra or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
-        if bad:
-            n = bad[0]
-            parts.append(f"{n} has shape {list(arrays[n].shape)}, the config needs {list(named[n].shape)}"
-                         + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
-        raise UserError(f"{source}: the {which} weights do not match the configuration ({'; '.join(parts)}); "
-                        "the snapshot is damaged or was edited")
-    for name, var in named.items():
-        var.assign(np.asarray(arrays[name], dtype=np.float32))
-
-
 def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
     path = os.path.abspath(os.fspath(path))
     meta = read_snapshot_meta(path)
@@ -255,11 +221,11 @@ def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
     which = tuple(k for k in networks if k in saved)
     built = dict(zip(NETWORK_KEYS, build_networks(g_cfg, d_cfg, which, source=path)))
     for key in which:
-        assign_arrays(built[key], per_net[key], path, key)
+        assign_named(built[key], per_net[key], source=f"{path} ({key} weights)")
     meta = dict(meta)
     meta["path"] = path
     return Networks(built["G"], built["D"], built["G_ema"], meta)
 
 
 __all__ = ["Networks", "build_networks", "save_snapshot", "load_snapshot", "read_snapshot_meta",
-           "read_snapshot_weights", "assign_arrays", "network_arrays", "FORMAT", "VERSION"]
+           "read_snapshot_weights", "FORMAT", "VERSION"]
