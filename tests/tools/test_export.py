@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from tools_testutil import run_tflite
 
 from sg2ada.cli.main import main
 from sg2ada.images import to_uint8
@@ -131,7 +132,7 @@ def test_export_errors(tiny_snapshot, exported, tmp_path, capsys):
 
 
 def test_tflite_conversion(exported, tiny_snapshot, tmp_path):
-    from sg2ada.tools.export import export_tflite, run_tflite
+    from sg2ada.tools.export import export_tflite
 
     report = export_tflite(exported, str(tmp_path / "g.tflite"))
     print("TFLite:", report)
