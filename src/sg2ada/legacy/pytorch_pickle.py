@@ -82,10 +82,6 @@ class PersistentObject:
     def init_kwargs(self) -> dict:
         return _plain(self.state.get("_init_kwargs") or {})
 
-    @property
-    def init_args(self) -> tuple:
-        return tuple(self.state.get("_init_args") or ())
-
     def children(self) -> dict:
         return dict(self.state.get("_modules") or {})
 
