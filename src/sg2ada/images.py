@@ -15,7 +15,7 @@ from sg2ada.errors import UserError
 def to_uint8(images):
     """NHWC float images in [-1, 1] -> uint8 tensor, NVIDIA's rule `(x * 127.5 + 128).clamp(0, 255)`
     truncated. Takes NumPy arrays or tensors, eagerly or inside tf.function."""
-    import tensorflow as tf  # lazy: the package's image helpers must not load TensorFlow
+    import tensorflow as tf  # lazy: the CLI uses image_grid and save_png without TensorFlow
 
     x = tf.cast(images, tf.float32) * 127.5 + 128.0
     return tf.cast(tf.clip_by_value(x, 0.0, 255.0), tf.uint8)
