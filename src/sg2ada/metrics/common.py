@@ -13,7 +13,7 @@ import numpy as np
 
 from sg2ada.errors import UserError
 
-__all__ = ["MetricOptions", "fake_labels", "g_attr", "report_progress", "run_replicated"]
+__all__ = ["MetricOptions", "fake_labels", "report_progress", "run_replicated"]
 
 
 @dataclasses.dataclass
@@ -72,18 +72,10 @@ def run_replicated(opts: MetricOptions, fn, *arrays):
     return tf.concat(list(parts), 0)[:n]
 
 
-def g_attr(G, name):
-    """A generator dimension (z_dim, c_dim) from its config, or from the object itself."""
-    cfg = getattr(G, "config", None)
-    if cfg is not None and hasattr(cfg, name):
-        return getattr(cfg, name)
-    return getattr(G, name)
-
-
 def fake_labels(opts: MetricOptions, seed):
     """A function n -> float32 [n, c_dim] labels for generated images, each the label of a random
     dataset image (NVIDIA's rule), drawn from their own stream seeded with `seed`."""
-    c_dim = int(g_attr(opts.G, "c_dim"))
+    c_dim = int(opts.G.c_dim)
     if c_dim == 0:
         return lambda n: np.zeros([n, 0], np.float32)
     if opts.dataset is None:

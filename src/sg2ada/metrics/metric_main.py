@@ -37,7 +37,7 @@ from sg2ada.data import LabelSampler, label_sampler, make_dataset, open_dataset
 from sg2ada.errors import UserError
 from sg2ada.images import to_uint8
 from sg2ada.metrics import formulas
-from sg2ada.metrics.common import MetricOptions, fake_labels, g_attr, report_progress, run_replicated
+from sg2ada.metrics.common import MetricOptions, fake_labels, report_progress, run_replicated
 from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net
 from sg2ada.metrics.ppl import compute_ppl_distances
 from sg2ada.version import __version__
@@ -274,7 +274,7 @@ def compute_feature_stats_for_generator(opts: MetricOptions, spec: MetricSpec, m
     detector = get_feature_net(spec.feature_net, opts.feature_net, opts.download)
     detect = _detector_fn(detector, spec.feature_net, probabilities)
     G = opts.G
-    z_dim = int(g_attr(G, "z_dim"))
+    z_dim = int(G.z_dim)
     rng = np.random.RandomState(opts.seed)
     labels = fake_labels(opts, opts.seed)
     g_kwargs = dict(opts.G_kwargs)

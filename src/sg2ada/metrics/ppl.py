@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sg2ada.metrics.common import fake_labels, g_attr, report_progress, run_replicated
+from sg2ada.metrics.common import fake_labels, report_progress, run_replicated
 from sg2ada.metrics.feature_nets import get_feature_net
 
 __all__ = ["compute_ppl_distances", "slerp"]
@@ -66,7 +66,7 @@ def compute_ppl_distances(opts, spec, p) -> np.ndarray:
         raise ValueError(f"PPL space must be z|w and sampling full|end, got {space}, {sampling}")
     lpips = get_feature_net("lpips", opts.feature_net, opts.download)
     G = opts.G
-    z_dim = int(g_attr(G, "z_dim"))
+    z_dim = int(G.z_dim)
     rng = np.random.RandomState(opts.seed)
     labels = fake_labels(opts, opts.seed)
     psi = opts.G_kwargs.get("truncation_psi", 1)
