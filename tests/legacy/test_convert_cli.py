@@ -17,14 +17,6 @@ from sg2ada.networks.snapshot import read_snapshot_meta
 from legacy_testutil import Network, dump_tf1, tf1_state
 
 
-@pytest.fixture(scope="module")
-def tf1_pkl(reference_dir):
-    path = reference_dir / "tf1_small.pkl"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
 def _run(capsys, *argv):
     code = main(["convert", *map(str, argv)])
     out, err = capsys.readouterr()
