@@ -3,12 +3,12 @@
 Importing the package is cheap: TensorFlow is only imported by the submodules that need it.
 """
 
-__version__ = "0.1.0"
+from sg2ada.version import __version__
 
 
 def load_network(path, **kwargs):
-    """Load a network snapshot (ours, or an NVIDIA TF1/PyTorch pickle). See sg2ada.networks.snapshot."""
-    from sg2ada.networks.snapshot import load_network as _load
+    """Load trained networks (our snapshot, or an NVIDIA TF1/PyTorch pickle). See sg2ada.legacy.load."""
+    from sg2ada.legacy.load import load_network as _load  # keeps TensorFlow out of `import sg2ada`
 
     return _load(path, **kwargs)
 

@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 
 from sg2ada.cli.main import main
-from sg2ada.networks.snapshot import load_network, read_snapshot_meta
+from sg2ada.legacy.load import load_network
+from sg2ada.networks.snapshot import read_snapshot_meta
 
 from legacy_testutil import Network, dump_tf1, tf1_state
-
-
-@pytest.fixture(scope="module")
-def tf1_pkl(reference_dir):
-    path = reference_dir / "tf1_small.pkl"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
 
 
 def _run(capsys, *argv):

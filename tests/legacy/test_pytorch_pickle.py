@@ -195,7 +195,7 @@ def pt_pkl_torch(torch, ref, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nets(pt_pkl):
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "torch", None)  # makes `import torch` fail
@@ -327,7 +327,7 @@ def test_reproduces_nvidia_outputs(nets, pt_pkl, ref):
 
 def test_convert_cli_round_trip(nets, pt_pkl, ref, tmp_path, capsys):
     from sg2ada.cli.main import main
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     dest = tmp_path / "snap"
     assert main(["convert", "--source", str(pt_pkl[0]), "--dest", str(dest)]) == 0, capsys.readouterr().err
@@ -354,7 +354,7 @@ def test_code_running_object_inside_is_refused(writer_torch, ref, tmp_path):
         def __reduce__(self):
             return os.system, (f"touch {tmp_path / 'evil-marker'}",)
 
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     path = write_nvidia_pytorch_pickle(writer_torch, ref, tmp_path / "evil.pkl", tmp_path / "marker", extra_state=Evil())
     with pytest.raises(UserError, match=r"evil.pkl: refusing to load '(posix|os|nt).system'"):
@@ -379,7 +379,7 @@ def test_no_install_hint_without_torch(tmp_path, monkeypatch):
     with fake_modules(**{"torch_utils.persistence": {"_reconstruct_persistent_obj": _reconstruct_persistent_obj}}):
         path.write_bytes(pickle.dumps({"G": Obj()}))
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     with pytest.raises(UserError, match="pt.pkl: NVIDIA PyTorch network pickle without D, G_ema") as e:
         load_network(path)

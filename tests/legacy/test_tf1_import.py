@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from reference_testutil import load_reference_npz, nchw, nhwc
 
-from sg2ada.networks.snapshot import load_network, save_snapshot
+from sg2ada.legacy.load import load_network
+from sg2ada.networks.snapshot import save_snapshot
 
 from legacy_testutil import assert_close
 

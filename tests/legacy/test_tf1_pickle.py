@@ -18,14 +18,6 @@ from legacy_testutil import Network, dump_tf1, marker_src, repickle_tf1, tf1_sta
 
 
 @pytest.fixture(scope="module")
-def tf1_pkl(reference_dir):
-    path = reference_dir / "tf1_small.pkl"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
 def manifest(reference_dir):
     import json
 

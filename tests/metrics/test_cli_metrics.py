@@ -12,6 +12,9 @@ from metrics_helpers import NpzSource, ToyGenerator
 from sg2ada.cli import main as cli_main
 from sg2ada.cli import metrics as cli_metrics
 from sg2ada.metrics import metric_main
+from sg2ada.networks.config import GeneratorConfig, MappingConfig
+from sg2ada.networks.generator import Generator
+from sg2ada.networks.snapshot import save_snapshot
 
 
 @pytest.fixture
@@ -89,13 +92,6 @@ def test_option_parsing_does_not_import_tensorflow():
 @pytest.mark.slow
 def test_cli_on_a_real_snapshot(capsys, metric_env, tmp_path):
     """A snapshot written by sg2ada.networks.snapshot, evaluated against builtin:shapes."""
-    try:
-        from sg2ada.networks.config import GeneratorConfig, MappingConfig
-        from sg2ada.networks.generator import Generator
-        from sg2ada.networks.snapshot import save_snapshot
-        import sg2ada.data  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"networks/data not available: {e}")
     cfg = GeneratorConfig(z_dim=16, w_dim=16, c_dim=0, img_resolution=32,
                           mapping=MappingConfig(num_layers=1), channel_base=64, channel_max=8)
     G = Generator(cfg, name="G_ema")

@@ -14,8 +14,12 @@ import pytest
 import tensorflow as tf
 
 from metrics_helpers import NpzSource, ToyGenerator
+from sg2ada.data import open_dataset
 from sg2ada.errors import UserError
 from sg2ada.metrics import METRICS, compute_metric, feature_nets, formulas, metric_main
+from sg2ada.metrics.common import fake_labels
+from sg2ada.networks.config import GeneratorConfig, MappingConfig
+from sg2ada.networks.generator import Generator
 from sg2ada.metrics import report_metric, run_metrics, try_compute_metric, write_tensorboard
 
 
@@ -244,14 +248,8 @@ def test_run_metrics_for_the_training_loop(metric_env, npz_dataset, toy_G, tmp_p
 
 @pytest.mark.slow
 def test_with_real_data_module_and_generator(metric_env, tmp_path):
-    """The real pipeline (builtin:shapes through sg2ada.data) and the real Generator, when present."""
-    data = pytest.importorskip("sg2ada.data")
-    try:
-        from sg2ada.networks.config import GeneratorConfig, MappingConfig
-        from sg2ada.networks.generator import Generator
-    except ImportError as e:
-        pytest.skip(f"networks not available: {e}")
-    info = data.open_dataset("builtin:shapes")
+    """The real pipeline (builtin:shapes through sg2ada.data) and the real Generator."""
+    info = open_dataset("builtin:shapes")
     cfg = GeneratorConfig(z_dim=16, w_dim=16, c_dim=info.label_dim, img_resolution=info.resolution,
                           mapping=MappingConfig(num_layers=1), channel_base=64, channel_max=8)
     G = Generator(cfg)
@@ -280,6 +278,6 @@ def test_labels_are_drawn_like_a_random_dataset_image(tmp_path):
     path = tmp_path / "lab.npz"
     np.savez(path, images=np.zeros([4, 4, 4, 3], np.uint8), labels=labels)
     opts = metric_main.MetricOptions(G=ToyGenerator(c_dim=2), dataset=NpzSource.make(path))
-    draws = metric_main._LabelSampler(opts, np.random.RandomState(0))(20000)
+    draws = fake_labels(opts, seed=0)(20000)
     assert set(map(tuple, draws)) == {(1.0, 0.0), (0.0, 1.0)}
     assert draws[:, 0].mean() == pytest.approx(0.75, abs=0.02)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from sg2ada.errors import UserError
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
 from sg2ada.networks.discriminator import Discriminator, MinibatchStdLayer
-from sg2ada.networks.generator import Generator
+from sg2ada.networks.generator import Generator, generate_images
 from sg2ada.networks.layers import FullyConnectedLayer
 
 
@@ -146,6 +146,16 @@ def test_noise_modes_and_seeds():
     assert np.max(np.abs(G.synthesis(ws) - G.synthesis(ws))) > 1e-3
     with pytest.raises(ValueError):
         G.synthesis(ws, noise_mode="fixed")
+
+
+def test_generate_images_in_batches_matches_one_call():
+    G = Generator(g_config())
+    z = np.random.RandomState(0).randn(5, 16).astype(np.float32)
+    c = np.zeros([5, 0], np.float32)
+    imgs = generate_images(G, z, c, batch_size=2)
+    assert imgs.shape == (5, 16, 16, 3) and imgs.dtype == np.float32
+    np.testing.assert_allclose(imgs, G(z, c, noise_mode="const").numpy(), rtol=1e-5, atol=1e-5)
+    assert generate_images(G, z[:0], c[:0]).shape == (0, 16, 16, 3)
 
 
 def test_truncation_and_w_avg_update():

@@ -15,6 +15,7 @@ import tensorflow as tf
 from sg2ada.legacy.pytorch_layout import (discriminator_config_from_pytorch, discriminator_from_pytorch,
                                           discriminator_to_pytorch, generator_config_from_pytorch,
                                           generator_from_pytorch, generator_to_pytorch, split_prefixed)
+from sg2ada.legacy.tf1_pickle import read_tf1_pickle
 from sg2ada.networks.discriminator import Discriminator
 from sg2ada.networks.generator import Generator
 
@@ -33,8 +34,7 @@ def meta(ref):
 
 @pytest.fixture(scope="module")
 def tf1_vars(reference_dir):
-    tf1_pickle = pytest.importorskip("sg2ada.legacy.tf1_pickle")
-    G, D, Gs = tf1_pickle.read_tf1_pickle(reference_dir / "tf1_small.pkl")
+    G, D, Gs = read_tf1_pickle(reference_dir / "tf1_small.pkl")
     return {"G": G.collect_variables(), "Gs": Gs.collect_variables(), "D": D.collect_variables()}
 
 

@@ -11,8 +11,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from tools_testutil import run_tflite
 
 from sg2ada.cli.main import main
+from sg2ada.images import to_uint8
 from sg2ada.tools import common
 from sg2ada.tools import generate as gen
 
@@ -96,8 +98,8 @@ def test_saved_model_in_fresh_process_without_sg2ada(exported, tiny_snapshot, tm
     close(got["synthesize_random"], want_random, "synthesize_random")
     assert not np.allclose(got["synthesize_random"], got["synthesize"])
     # and the images are the ones `sg2ada generate` writes
-    np.testing.assert_array_equal(common.to_uint8(got["generate"])[0],
-                                  dict(gen.generate_images(G, [3], truncation_psi=0.7))[3])
+    np.testing.assert_array_equal(np.asarray(to_uint8(got["generate"]))[0],
+                                  dict(gen.seed_images(G, [3], truncation_psi=0.7))[3])
     with open(os.path.join(exported, "assets.extra", "sg2ada_export.json")) as f:
         info = json.load(f)
     assert info["z_dim"] == G.z_dim and info["num_ws"] == G.num_ws and info["truncation_psi_generate"] == 0.7
@@ -130,7 +132,7 @@ def test_export_errors(tiny_snapshot, exported, tmp_path, capsys):
 
 
 def test_tflite_conversion(exported, tiny_snapshot, tmp_path):
-    from sg2ada.tools.export import export_tflite, run_tflite
+    from sg2ada.tools.export import export_tflite
 
     report = export_tflite(exported, str(tmp_path / "g.tflite"))
     print("TFLite:", report)

@@ -12,6 +12,7 @@ import pytest
 
 from sg2ada.cli.main import main
 from sg2ada.errors import UserError
+from sg2ada.images import to_uint8
 from sg2ada.tools import common
 from sg2ada.tools import generate as gen
 
@@ -59,13 +60,6 @@ def test_seed_to_z_is_nvidias_rule():
     np.testing.assert_array_equal(z, np.random.RandomState(42).randn(1, 7).astype(np.float32))
 
 
-def test_quantisation_is_nvidias():
-    x = np.array([-1.5, -1.0, -0.001, 0.0, 0.5, 0.999, 1.0, 2.0], np.float32)
-    want = np.clip(x * 127.5 + 128, 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(common.to_uint8(x), want)
-    assert common.to_uint8(np.float32(0.0)) == 128 and common.to_uint8(np.float32(1.0)) == 255
-
-
 # ---------------------------------------------------------------------------------------------------
 # NVIDIA's reference network
 
@@ -103,7 +97,7 @@ def test_generate_cli_on_reference_pickle(reference, tmp_path, capsys):
     out = tmp_path / "out"
     run_ok(["generate", "--network", pkl, "--seeds", f"{seed}", "--trunc", "0.5", "--outdir", str(out)], capsys)
     got = png(out / f"seed{seed:04d}.png").astype(int)
-    want = common.to_uint8(np.transpose(ref["img_psi"][:1], (0, 2, 3, 1)))[0].astype(int)
+    want = np.asarray(to_uint8(np.transpose(ref["img_psi"][:1], (0, 2, 3, 1))))[0].astype(int)
     # float errors of ~1e-5 can move a value across a quantisation boundary, never by more than 1
     assert np.abs(got - want).max() <= 1
     assert np.mean(got != want) < 0.01
@@ -138,7 +132,7 @@ def test_generate_cli_on_nvidia_pytorch_pickle(reference_dir, tmp_path, capsys):
     out = tmp_path / "out"
     run_ok(["generate", "--network", str(pkl), "--seeds", "0", "--trunc", "0.5", "--outdir", str(out)], capsys)
     got = png(out / "seed0000.png").astype(int)
-    want = common.to_uint8(np.transpose(ref["img_psi"][:1], (0, 2, 3, 1)))[0].astype(int)
+    want = np.asarray(to_uint8(np.transpose(ref["img_psi"][:1], (0, 2, 3, 1))))[0].astype(int)
     assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 0.01
     assert not (tmp_path / "marker").exists()  # the pickle's embedded source never ran
 
@@ -154,7 +148,7 @@ def test_generate_cli_writes_seed_images_and_grid(tiny_snapshot, tmp_path, capsy
     names = sorted(os.listdir(out))
     assert names == ["grid.png", "seed0000.png", "seed0001.png", "seed0002.png", "seed0005.png"]
     G = common.load_generator(tiny_snapshot)
-    want = common.to_uint8(gen.synthesize(G, gen.map_seeds(G, [5], 0.7)))[0]
+    want = np.asarray(to_uint8(gen.synthesize(G, gen.map_seeds(G, [5], 0.7))))[0]
     got = png(out / "seed0005.png")
     assert got.shape == (16, 16, 3)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
@@ -167,8 +161,8 @@ def test_generate_cli_writes_seed_images_and_grid(tiny_snapshot, tmp_path, capsy
 
 def test_noise_modes(tiny_snapshot):
     G = common.load_generator(tiny_snapshot)
-    imgs = {m: dict(gen.generate_images(G, [3, 4], noise_mode=m)) for m in ("const", "random", "none")}
-    again = dict(gen.generate_images(G, [3, 4], noise_mode="random"))
+    imgs = {m: dict(gen.seed_images(G, [3, 4], noise_mode=m)) for m in ("const", "random", "none")}
+    again = dict(gen.seed_images(G, [3, 4], noise_mode="random"))
     np.testing.assert_array_equal(imgs["random"][3], again[3])  # per-seed reproducible
     assert not np.array_equal(imgs["const"][3], imgs["random"][3])
     assert not np.array_equal(imgs["const"][3], imgs["none"][3])
@@ -179,8 +173,8 @@ def test_conditional_class(tiny_cond_snapshot, tmp_path, capsys):
     run_ok(["generate", "--network", tiny_cond_snapshot, "--seeds", "1", "--class", "3", "--outdir", str(out)],
            capsys)
     G = common.load_generator(tiny_cond_snapshot)
-    a = dict(gen.generate_images(G, [1], class_idx=3))[1]
-    b = dict(gen.generate_images(G, [1], class_idx=0))[1]
+    a = dict(gen.seed_images(G, [1], class_idx=3))[1]
+    b = dict(gen.seed_images(G, [1], class_idx=0))[1]
     np.testing.assert_array_equal(png(out / "seed0001.png"), a)
     assert not np.array_equal(a, b)
 
@@ -193,7 +187,7 @@ def test_projected_w_roundtrip(tiny_snapshot, tmp_path, capsys):
     run_ok(["generate", "--network", tiny_snapshot, "--projected-w", str(tmp_path / "projected_w.npz"),
             "--outdir", str(out)], capsys)
     assert sorted(os.listdir(out)) == ["proj00.png", "proj01.png"]
-    want = dict(gen.generate_images(G, [12], truncation_psi=0.8))[12]
+    want = dict(gen.seed_images(G, [12], truncation_psi=0.8))[12]
     np.testing.assert_array_equal(png(out / "proj01.png"), want)
     # the wrong shape is refused
     np.savez(tmp_path / "bad.npz", w=np.zeros([1, 3, 16], np.float32))
@@ -210,7 +204,7 @@ def test_style_mix_grid(tiny_snapshot, tmp_path, capsys):
     assert grid.shape == (3 * 16, 4 * 16, 3)
     assert not grid[:16, :16].any()  # black corner
     G = common.load_generator(tiny_snapshot)
-    src = dict(gen.generate_images(G, [1, 2, 3, 4, 5]))
+    src = dict(gen.seed_images(G, [1, 2, 3, 4, 5]))
 
     def cell(r, c):
         return grid[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]
@@ -221,7 +215,7 @@ def test_style_mix_grid(tiny_snapshot, tmp_path, capsys):
     w = gen.map_seeds(G, [2, 4])
     mixed = w[0].copy()
     mixed[:3] = w[1][:3]
-    want = common.to_uint8(gen.synthesize(G, mixed[None]))[0]
+    want = np.asarray(to_uint8(gen.synthesize(G, mixed[None])))[0]
     np.testing.assert_array_equal(cell(2, 2), want)
     np.testing.assert_array_equal(png(out / "2-4.png"), want)
     assert not np.array_equal(want, src[2]) and not np.array_equal(want, src[4])
@@ -327,8 +321,8 @@ def test_tf1_noise_mode_draws_noise_after_z(tiny_snapshot):
     G = common.load_generator(tiny_snapshot)
     bufs = gen._noise_buffers(G)
     before = {k: v.numpy().copy() for k, v in bufs.items()}
-    const = dict(gen.generate_images(G, [6]))[6]
-    got = dict(gen.generate_images(G, [6], noise_mode="tf1"))[6]
+    const = dict(gen.seed_images(G, [6]))[6]
+    got = dict(gen.seed_images(G, [6], noise_mode="tf1"))[6]
     assert not np.array_equal(got, const)
     for k, v in bufs.items():  # the network's own noise is back
         np.testing.assert_array_equal(v.numpy(), before[k])
@@ -337,5 +331,5 @@ def test_tf1_noise_mode_draws_noise_after_z(tiny_snapshot):
     z = rnd.randn(1, G.z_dim).astype(np.float32)
     for i in range(len(bufs)):
         bufs[f"noise{i}"].assign(rnd.randn(*bufs[f"noise{i}"].shape).astype(np.float32))
-    want = common.to_uint8(G.synthesis(G.mapping(z, None), noise_mode="const", force_fp32=True))[0]
+    want = np.asarray(to_uint8(G.synthesis(G.mapping(z, None), noise_mode="const", force_fp32=True)))[0]
     np.testing.assert_array_equal(got, want)

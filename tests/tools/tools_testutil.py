@@ -1,5 +1,6 @@
-"""Helpers for the tool tests: tiny generators saved as snapshots, and a tiny LPIPS-style feature
-network standing in for NVIDIA's VGG16 (the projector only needs `lpips(img0, img1) -> [N]`)."""
+"""Helpers for the tool tests: tiny generators saved as snapshots, a tiny LPIPS-style feature
+network standing in for NVIDIA's VGG16 (the projector only needs `lpips(img0, img1) -> [N]`), and a
+runner for exported .tflite files."""
 
 from __future__ import annotations
 
@@ -69,3 +70,17 @@ class TinyLPIPS:
             if i + 1 < len(self.kernels):
                 x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
         return dist
+
+
+def run_tflite(path: str, signature: str, **inputs) -> dict:
+    """Run one signature of a .tflite file: inputs by name -> outputs by name."""
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_path=path)
+    keys = list(interp.get_signature_list())
+    # The converter may name a tf.function's signature "signature_wrapper_<name>".
+    key = next((k for k in keys if k in (signature, f"signature_wrapper_{signature}")), None)
+    if key is None:
+        raise KeyError(f"no TFLite signature {signature!r} (have {keys})")
+    runner = interp.get_signature_runner(key)
+    return {k: np.asarray(v) for k, v in runner(**{k: np.asarray(v) for k, v in inputs.items()}).items()}

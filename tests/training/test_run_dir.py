@@ -1,12 +1,16 @@
-"""Run directories: NVIDIA-style numbering and description, options file, console tee, time format."""
+"""Run directories: NVIDIA-style numbering and description, options file, console tee, the run lock."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
 import sys
 
 import pytest
 
+from sg2ada.errors import UserError
 from sg2ada.training import run_dir as rd
 
 
@@ -41,16 +45,40 @@ def test_latest_run_dir_needs_checkpoints(tmp_path):
 
 
 def test_options_roundtrip_and_atomic_write(tmp_path):
-    rd.write_options(str(tmp_path), {"a": 1, "b": {"c": [1, 2]}})
-    assert rd.read_options(str(tmp_path)) == {"a": 1, "b": {"c": [1, 2]}}
+    from sg2ada.training.options import resolve_options
+
+    opts = resolve_options(resolution=16, img_channels=3, label_dim=0, cfg="tiny", metrics="none")
+    rd.write_options(str(tmp_path), opts)
+    assert rd.read_options(str(tmp_path)) == opts
     assert rd.is_run_dir(str(tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == [rd.OPTIONS_FILE]  # no temp file left behind
 
 
-@pytest.mark.parametrize("sec,text", [(0.4, "0s"), (42, "42s"), (187, "3m 07s"), (7509, "2h 05m 09s"),
-                                      (93780, "1d 02h 03m")])
-def test_format_time(sec, text):
-    assert rd.format_time(sec) == text
+def test_truncated_options_file_is_one_line_naming_it(tmp_path):
+    (tmp_path / rd.OPTIONS_FILE).write_text('{"data": "x", "resol')
+    with pytest.raises(UserError, match="training_options.json is not valid JSON") as e:
+        rd.read_options(str(tmp_path))
+    assert str(tmp_path) in str(e.value)
+
+
+def test_run_lock_admits_one_writer_and_takes_over_a_dead_ones(tmp_path, capsys):
+    with rd.run_lock(str(tmp_path)):
+        lock = json.loads((tmp_path / rd.LOCK_FILE).read_text())
+        assert lock["pid"] == os.getpid() and lock["host"] == socket.gethostname()
+        with pytest.raises(UserError, match=f"being trained by process {os.getpid()}"):
+            with rd.run_lock(str(tmp_path)):
+                pass
+    assert not (tmp_path / rd.LOCK_FILE).exists()  # released
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / rd.LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                                                     "started": "earlier"}))
+    with rd.run_lock(str(tmp_path)):
+        assert "taking over the lock" in capsys.readouterr().out
+    (tmp_path / rd.LOCK_FILE).write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "earlier"}))
+    with pytest.raises(UserError, match="locked by process 1 on elsewhere.*delete"):
+        with rd.run_lock(str(tmp_path)):
+            pass
 
 
 def test_tee_console_copies_and_restores(tmp_path, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sg2ada.augment.pipe import OPS, PRESETS, AugmentPipe
+from sg2ada.data import make_dataset
 from sg2ada.errors import UserError
 
 _LABEL_WIDTH = 84
@@ -21,35 +22,12 @@ def load_reals(path: str, count: int) -> np.ndarray:
     """The first `count` images of PATH as float32 NHWC in [-1, 1].
 
     PATH is anything sg2ada.data reads (the dataset tool's output, an image folder or zip,
-    builtin:shapes); without that module, a folder of images read with PIL.
+    builtin:shapes).
     """
-    try:
-        from sg2ada.data import make_dataset
-    except ImportError:  # data pipeline not available: plain folder of images
-        return _load_folder(path, count)
     ds = make_dataset(path, count, shuffle=False, repeat=False, mirror=False)
     for images, _labels in ds.take(1):
         return np.asarray(images, np.float32)
     raise UserError(f"--data {path}: the dataset holds no images")
-
-
-def _load_folder(path: str, count: int) -> np.ndarray:
-    import os
-
-    from PIL import Image
-
-    if not os.path.isdir(path):
-        raise UserError(f"--data {path} is not a folder of images")
-    names = sorted(n for n in os.listdir(path) if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp")))
-    if not names:
-        raise UserError(f"--data {path} holds no .png/.jpg images")
-    imgs = []
-    for name in names[:count]:
-        with Image.open(os.path.join(path, name)) as im:
-            imgs.append(np.asarray(im.convert("RGB"), np.float32))
-    if len({a.shape for a in imgs}) > 1:
-        raise UserError(f"--data {path}: images differ in size; build a dataset with sg2ada dataset first")
-    return np.stack(imgs) / 127.5 - 1
 
 
 def preview_rows(preset: str, p: float) -> list[tuple[str, AugmentPipe, float]]:

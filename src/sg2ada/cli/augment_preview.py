@@ -36,12 +36,11 @@ def main(args) -> int:
     if not os.path.isdir(out_dir):
         raise UserError(f"--out {args.out}: folder {out_dir} does not exist; create it first")
 
-    from PIL import Image
-
     from sg2ada.augment.preview import load_reals, preview_rows, render_grid
+    from sg2ada.images import save_png
 
     reals = load_reals(args.data, len(preview_rows(args.pipe, args.p)))
     grid = render_grid(reals, args.pipe, args.p, seed=args.seed, num=args.num)
-    Image.fromarray(grid).save(args.out)
+    save_png(grid, args.out)
     print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
     return 0

@@ -34,7 +34,8 @@ def main(args) -> int:
     if os.path.abspath(source) == dest:
         raise UserError(f"{dest}: --source and --dest are the same path; choose another --dest")
 
-    from sg2ada.networks.snapshot import load_network, save_snapshot
+    from sg2ada.legacy.load import load_network
+    from sg2ada.networks.snapshot import save_snapshot
 
     nets = load_network(source)
     meta = nets.meta

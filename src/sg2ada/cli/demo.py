@@ -57,6 +57,8 @@ def before_after(run_dir: str, cell: int, out_name: str = "demo-before-after.png
     import numpy as np
     import PIL.Image
 
+    from sg2ada.images import save_png
+
     grids = sorted(glob.glob(os.path.join(run_dir, "fakes[0-9]*.png")))
     init = os.path.join(run_dir, "fakes_init.png")
     if not grids or not os.path.exists(init):
@@ -66,10 +68,7 @@ def before_after(run_dir: str, cell: int, out_name: str = "demo-before-after.png
     b = np.asarray(PIL.Image.open(grids[-1]).convert("RGB"))[:h, :w]
     gap = np.full([a.shape[0], cell // 2, 3], 255, np.uint8)
     both = np.concatenate([a, gap, b], axis=1)
-    img = PIL.Image.fromarray(both).resize((both.shape[1] * 2, both.shape[0] * 2), PIL.Image.NEAREST)
-    path = os.path.join(run_dir, out_name)
-    img.save(path)
-    return path
+    return save_png(both.repeat(2, axis=0).repeat(2, axis=1), os.path.join(run_dir, out_name))
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,6 @@ import dataclasses
 import glob
 import json
 import os
-import shutil
 import sys
 
 HELP = "check TensorFlow, GPUs, CUDA/cuDNN, XLA and mixed precision on this machine"
@@ -107,9 +106,6 @@ class Probe:
         if not (np.isfinite(loss.numpy()) and np.isfinite(gnorm.numpy())):
             raise RuntimeError("non-finite loss or gradients in the XLA step")
         return f"loss {float(loss):.4f}, grad norm^2 {float(gnorm):.4g}"
-
-    def nvidia_smi(self) -> str | None:
-        return shutil.which("nvidia-smi")
 
 
 @dataclasses.dataclass

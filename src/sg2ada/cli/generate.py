@@ -33,15 +33,10 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from sg2ada.tools.common import (
-        check_cutoff,
-        check_network_path,
-        check_psi,
-        make_grid,
-        parse_num_range,
-        prepare_outdir,
-        save_png,
-    )
+    import numpy as np
+
+    from sg2ada.images import image_grid, save_png, to_uint8
+    from sg2ada.tools.common import check_cutoff, check_network_path, check_psi, parse_num_range, prepare_outdir
 
     if (args.seeds is None) == (args.projected_w is None):
         raise UserError("pass either --seeds or --projected-w")
@@ -52,7 +47,7 @@ def main(args) -> int:
     check_network_path(args.network)
 
     from sg2ada.tools import generate as gen
-    from sg2ada.tools.common import labels_for, load_generator, to_uint8
+    from sg2ada.tools.common import labels_for, load_generator
 
     G = load_generator(args.network)
     cutoff = check_cutoff(args.trunc_cutoff, G.num_ws)
@@ -64,18 +59,16 @@ def main(args) -> int:
     if ws is not None:
         if args.noise_mode == "tf1":
             raise UserError("--noise-mode tf1 draws noise from seeds; with --projected-w use const, random or none")
-        for i, img in enumerate(to_uint8(gen.synthesize(G, ws, args.noise_mode))):
+        for i, img in enumerate(np.asarray(to_uint8(gen.synthesize(G, ws, args.noise_mode)))):
             save_png(img, os.path.join(outdir, f"proj{i:02d}.png"))
             images.append(img)
         print(f"wrote {len(images)} image(s) from {args.projected_w} to {outdir}")
     else:
-        for seed, img in gen.generate_images(G, seeds, psi, cutoff, args.class_idx, args.noise_mode):
+        for seed, img in gen.seed_images(G, seeds, psi, cutoff, args.class_idx, args.noise_mode):
             save_png(img, os.path.join(outdir, f"seed{seed:04d}.png"))
             images.append(img)
         print(f"wrote {len(images)} image(s) to {outdir}")
     if args.grid:
-        import numpy as np
-
-        save_png(make_grid(np.stack(images)), os.path.join(outdir, "grid.png"))
+        save_png(image_grid(np.stack(images)), os.path.join(outdir, "grid.png"))
         print(f"wrote {os.path.join(outdir, 'grid.png')}")
     return 0

@@ -19,6 +19,7 @@ import sys
 import warnings
 
 from sg2ada.errors import Stopped, UserError
+from sg2ada.version import __version__
 
 # command name -> module under sg2ada.cli; a module that is not there (yet) is left out of the menu.
 COMMANDS = {
@@ -38,22 +39,13 @@ COMMANDS = {
 
 
 def _load_commands():
-    mods = {}
-    for name, mod in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"sg2ada.cli.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"sg2ada.cli.{mod}":
-                raise
-    return mods
+    return {name: importlib.import_module(f"sg2ada.cli.{mod}") for name, mod in COMMANDS.items()}
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="sg2ada", description="StyleGAN2-ADA in TensorFlow 2: train, convert, generate, evaluate."
     )
-    from sg2ada import __version__
-
     parser.add_argument("--version", action="version", version=f"sg2ada {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in _load_commands().items():

@@ -57,7 +57,7 @@ def add_arguments(parser) -> None:
 
 
 def _load_generator(path: str):
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     nets = load_network(path, networks=("G_ema",))
     return nets.G_ema, dict(nets.meta or {})

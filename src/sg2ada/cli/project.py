@@ -33,7 +33,8 @@ def main(args) -> int:
     import numpy as np
 
     from sg2ada.errors import UserError
-    from sg2ada.tools.common import check_network_path, prepare_outdir, save_png
+    from sg2ada.images import save_png
+    from sg2ada.tools.common import check_network_path, prepare_outdir
 
     if not 1 <= args.num_steps <= 1_000_000:
         raise UserError(f"--num-steps {args.num_steps}: must be between 1 and 1000000")

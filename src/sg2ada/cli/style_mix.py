@@ -28,7 +28,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from sg2ada.tools.common import check_network_path, check_psi, parse_num_range, prepare_outdir, save_png
+    from sg2ada.images import save_png
+    from sg2ada.tools.common import check_network_path, check_psi, parse_num_range, prepare_outdir
 
     rows = parse_num_range(args.rows, "--rows")
     cols = parse_num_range(args.cols, "--cols")

@@ -8,8 +8,7 @@ code such pickles embed.
 - `pytorch_pickle`: `torch_utils.persistence` stand-ins, a torch-free decoder of torch's tensor
   storages, PyTorch configs and weights (PyTorch is not needed).
 - `pytorch_layout`: PyTorch state-dict names/layouts -> our variable names (networks package owner).
-
-Most callers want `sg2ada.networks.snapshot.load_network`, which routes by content.
+- `load`: `load_network(path)`, our snapshots and both pickle formats, routed by content.
 """
 
 from sg2ada.legacy.restricted import sniff_format

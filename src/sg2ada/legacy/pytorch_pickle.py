@@ -54,8 +54,11 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from sg2ada.errors import UserError
-from sg2ada.legacy.restricted import RestrictedUnpickler, restricted_load
-from sg2ada.legacy.restricted import EasyDict, numpy_globals
+from sg2ada.legacy import pytorch_layout
+from sg2ada.legacy.restricted import EasyDict, RestrictedUnpickler, jsonable, numpy_globals, restricted_load
+from sg2ada.legacy.tf1_import import tf1_arrays_for
+from sg2ada.networks.layers import assign_named
+from sg2ada.networks.snapshot import Networks, build_networks
 
 KIND = "NVIDIA PyTorch network pickle"
 PERSISTENCE_VERSION = 6  # torch_utils.persistence._version of the public releases
@@ -78,10 +81,6 @@ class PersistentObject:
     @property
     def init_kwargs(self) -> dict:
         return _plain(self.state.get("_init_kwargs") or {})
-
-    @property
-    def init_args(self) -> tuple:
-        return tuple(self.state.get("_init_args") or ())
 
     def children(self) -> dict:
         return dict(self.state.get("_modules") or {})
@@ -449,9 +448,6 @@ def read_pytorch_pickle(path) -> dict:
 def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
     """Build G, D, G_ema from an NVIDIA PyTorch pickle. Returns snapshot.Networks; the networks not
     named in `networks` are None."""
-    from sg2ada.legacy import pytorch_layout
-    from sg2ada.networks.snapshot import Networks, build_networks
-
     path = os.fspath(path)
     data = read_pytorch_pickle(path)
     kwargs = {k: data[k].init_kwargs for k in ("G", "D", "G_ema")}
@@ -478,14 +474,10 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
             arrays = pytorch_layout.discriminator_from_pytorch(state, source=source)
         else:
             arrays = pytorch_layout.generator_from_pytorch(state, source=source)
-        from sg2ada.legacy.tf1_import import tf1_arrays_for
-
-        arrays = tf1_arrays_for(net, arrays, path, key)
-        for name, var in net.named_variables().items():
-            var.assign(arrays[name])
+        assign_named(net, tf1_arrays_for(net, arrays, path, key), source=source)
 
     tsk = data.get("training_set_kwargs")
-    dataset = _jsonable(_plain(tsk)) if isinstance(tsk, dict) else None
+    dataset = jsonable(_plain(tsk)) if isinstance(tsk, dict) else None
     meta = {
         "format": "nvidia-pytorch-pickle",
         "source": os.path.abspath(path),
@@ -493,7 +485,7 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
         "D": d_cfg.to_dict(),
         "dataset": dataset,
         "kimg": None,
-        "pytorch_init_kwargs": {k: _jsonable(v) for k, v in kwargs.items()},
+        "pytorch_init_kwargs": {k: jsonable(v) for k, v in kwargs.items()},
         "augment_pipe": _augment_summary(data.get("augment_pipe")),
     }
     return Networks(G, D, G_ema, meta)
@@ -502,7 +494,7 @@ def import_pytorch_pickle(path, networks=("G", "D", "G_ema")):
 def _augment_summary(pipe):
     if not isinstance(pipe, PersistentObject):
         return None
-    out = {"class_name": pipe.class_name, "init_kwargs": _jsonable(pipe.init_kwargs)}
+    out = {"class_name": pipe.class_name, "init_kwargs": jsonable(pipe.init_kwargs)}
     params = pipe.state.get("_buffers") or {}
     if "p" in params and params["p"] is not None:
         try:
@@ -510,18 +502,6 @@ def _augment_summary(pipe):
         except (TypeError, IndexError, ValueError):
             pass
     return out
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return repr(v)
 
 
 __all__ = ["PersistentObject", "EasyDict", "read_pytorch_pickle", "import_pytorch_pickle", "load_storage_from_bytes",

@@ -71,6 +71,20 @@ class EasyDict(dict):
             raise AttributeError(name) from None
 
 
+def jsonable(v):
+    """An unpickled value (kwargs of NVIDIA's networks) as JSON data for snapshot metadata; anything
+    that is not plain data is recorded by its repr."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return repr(v)
+
+
 def _plain_dtype(*args, **kwargs):
     dt = np.dtype(*args, **kwargs)
     if dt.hasobject:
@@ -256,5 +270,5 @@ def sniff_format(path) -> str:
         raise UserError(f"{path}: cannot read ({e.strerror or e}); check the path and its permissions") from None
 
 
-__all__ = ["RefusedGlobal", "RestrictedUnpickler", "restricted_load", "pickle_globals", "sniff_format",
+__all__ = ["RefusedGlobal", "RestrictedUnpickler", "restricted_load", "pickle_globals", "sniff_format", "jsonable",
            "TF1", "PYTORCH", "SNAPSHOT", "OTHER_PICKLE", "ZIP", "UNKNOWN"]

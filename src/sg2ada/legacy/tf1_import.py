@@ -25,8 +25,11 @@ import os
 import numpy as np
 
 from sg2ada.errors import UserError
+from sg2ada.legacy.restricted import jsonable
 from sg2ada.legacy.tf1_pickle import KIND, TF1Network, read_tf1_pickle
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig, MappingConfig
+from sg2ada.networks.layers import assign_named
+from sg2ada.networks.snapshot import Networks, build_networks
 
 # Build functions we can translate. The original StyleGAN2 release (NVlabs/stylegan2,
 # `training/networks_stylegan2.py`) names its synthesis and discriminator differently and has
@@ -195,7 +198,7 @@ def generator_config_from_tf1(net: TF1Network, path: str = "?") -> tuple[Generat
     if broadcast is not None and broadcast != cfg.num_ws:
         raise UserError(f"{path}: {kw.net} mapping broadcasts {broadcast} ws, the synthesis needs {cfg.num_ws}; "
                         "the pickle is damaged")
-    record = {k: _jsonable(v) for k, v in merged.items() if k in _G_RUNTIME and k != "components"}
+    record = {k: jsonable(v) for k, v in merged.items() if k in _G_RUNTIME and k != "components"}
     # What TF1's G_main would have applied at run time had the caller not overridden it.
     record.setdefault("truncation_psi", 0.5)
     return cfg, record
@@ -250,18 +253,8 @@ def discriminator_config_from_tf1(net: TF1Network, path: str = "?") -> tuple[Dis
         )
     except ValueError as e:
         raise UserError(f"{path}: {kw.net}: {e}") from None
-    record = {k: _jsonable(v) for k, v in net.static_kwargs.items() if k in _D_RUNTIME}
+    record = {k: jsonable(v) for k, v in net.static_kwargs.items() if k in _D_RUNTIME}
     return cfg, record
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return repr(v)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -347,8 +340,6 @@ def tf1_networks_configs(path) -> dict:
 def import_tf1_pickle(path, networks=("G", "D", "G_ema")):
     """Build G, D and G_ema (= TF1 Gs) from an NVIDIA TF1 pickle. Returns snapshot.Networks; the
     networks not named in `networks`, or not in the pickle (a generator-only pickle), are None."""
-    from sg2ada.networks.snapshot import Networks, build_networks
-
     path = os.fspath(path)
     info = tf1_networks_configs(path)
     which = tuple(k for k in networks if (k == "G_ema" or info["G" if k == "G" else "D"] is not None))
@@ -356,10 +347,8 @@ def import_tf1_pickle(path, networks=("G", "D", "G_ema")):
     for net, tf1, name in ((G, info["G"], "G"), (D, info["D"], "D"), (G_ema, info["Gs"], "Gs")):
         if net is None:
             continue
-        arrays = tf1_arrays_for(net, tf1.collect_variables(path), path, name)
-        for var_name, var in net.named_variables().items():
-            var.assign(arrays[var_name])
-    static = {k: {n: _jsonable(v) for n, v in info[k].static_kwargs.items()} for k in ("G", "D", "Gs")
+        assign_named(net, tf1_arrays_for(net, tf1.collect_variables(path), path, name), source=f"{path} ({name})")
+    static = {k: {n: jsonable(v) for n, v in info[k].static_kwargs.items()} for k in ("G", "D", "Gs")
               if info[k] is not None}
     meta = {
         "format": "nvidia-tf1-pickle",

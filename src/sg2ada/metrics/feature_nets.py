@@ -57,7 +57,6 @@ __all__ = [
     "VGG16",
     "cache_dir",
     "get_feature_net",
-    "quantize_images",
     "resolve_feature_net_path",
 ]
 
@@ -184,14 +183,6 @@ def resolve_feature_net_path(kind: str, paths=None, download: bool | None = None
 
 # ---------------------------------------------------------------------------------------------------
 # Quantisation, as NVIDIA feeds generated images to every feature network.
-
-
-def quantize_images(images):
-    """NHWC float [-1,1] -> uint8 via x*127.5+128 clipped to [0,255] (NVIDIA's rounding rule)."""
-    import tensorflow as tf
-
-    x = tf.cast(images, tf.float32) * 127.5 + 128.0
-    return tf.cast(tf.clip_by_value(x, 0.0, 255.0), tf.uint8)
 
 
 def _to_rgb_float(images_uint8):

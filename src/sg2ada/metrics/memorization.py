@@ -31,7 +31,9 @@ import numpy as np
 
 from sg2ada.data.images import encode_png
 from sg2ada.errors import UserError
-from sg2ada.metrics.feature_nets import get_feature_net, quantize_images
+from sg2ada.images import to_uint8
+from sg2ada.metrics.common import fake_labels
+from sg2ada.metrics.feature_nets import get_feature_net
 
 __all__ = ["copy_rate", "copy_rate_metric", "nearest_neighbours", "nearest_picture", "pixel_features"]
 
@@ -149,11 +151,10 @@ def _feature_fn(opts):
     return "inception", lambda images: net.features(np.asarray(images)).numpy()
 
 
-def copy_rate_metric(opts, spec, p, labels, z_dim: int) -> dict:
+def copy_rate_metric(opts, spec, p) -> dict:
     """The registry's `copy` kind: `p['num_gen']` fakes against `p['max_real']` reals (None: all).
 
-    `opts` is metric_main's MetricOptions; `labels(n)` draws conditioning labels and `labels.rng`
-    is the random state for the latents (`z_dim` wide). Writes `<spec.name>-nearest.png` to `opts.run_dir` if set."""
+    `opts` is a metrics.common.MetricOptions. Writes `<spec.name>-nearest.png` to `opts.run_dir` if set."""
     import tensorflow as tf
 
     space, features = _feature_fn(opts)
@@ -167,11 +168,12 @@ def copy_rate_metric(opts, spec, p, labels, z_dim: int) -> dict:
     real_feats = np.concatenate(real_feats)
     d_real = real_spacing(real_feats)
 
-    G, g_kwargs, rng = opts.G, dict(opts.G_kwargs), labels.rng
+    G, g_kwargs = opts.G, dict(opts.G_kwargs)
+    rng, labels, z_dim = np.random.RandomState(opts.seed), fake_labels(opts, opts.seed), int(G.z_dim)
 
     @tf.function(reduce_retracing=True)
     def generate(z, c):
-        return quantize_images(G(z, c, **g_kwargs))
+        return to_uint8(G(z, c, **g_kwargs))
 
     num, done = int(p["num_gen"]), 0
     d_fake = []

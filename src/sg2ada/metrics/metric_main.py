@@ -26,17 +26,22 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
 
+from sg2ada.console import format_time
+from sg2ada.data import LabelSampler, label_sampler, make_dataset, open_dataset
 from sg2ada.errors import UserError
+from sg2ada.images import to_uint8
 from sg2ada.metrics import formulas
-from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net, quantize_images
+from sg2ada.metrics.common import MetricOptions, fake_labels, report_progress, run_replicated
+from sg2ada.metrics.feature_nets import FEATURE_NETS, cache_dir, get_feature_net
 from sg2ada.metrics.memorization import copy_rate_metric
+from sg2ada.metrics.ppl import compute_ppl_distances
+from sg2ada.version import __version__
 
 __all__ = [
     "METRICS",
@@ -131,8 +136,6 @@ def parse_metric_list(text, option="--metrics") -> list[str]:
 def _path_fingerprint(path: str) -> list:
     """(relative name, size, mtime_ns) of every file making up the dataset, so any edit changes it."""
     if path.startswith("builtin:"):
-        from sg2ada import __version__
-
         return [path, __version__]
     apath = os.path.abspath(path)
     if os.path.isfile(apath):
@@ -148,17 +151,6 @@ def _path_fingerprint(path: str) -> list:
             st = os.stat(full)
             out.append([os.path.relpath(full, apath), st.st_size, st.st_mtime_ns])
     return out
-
-
-def _to_uint8(images):
-    """Dataset images (float [-1,1], as sg2ada.data delivers them, or uint8) back to uint8 pixels."""
-    import tensorflow as tf
-
-    images = tf.convert_to_tensor(images)
-    if images.dtype == tf.uint8:
-        return images
-    x = (tf.cast(images, tf.float32) + 1.0) * 127.5
-    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
 class DatasetSource:
@@ -182,16 +174,9 @@ class DatasetSource:
         return _path_fingerprint(self.path)
 
     def _batches(self, batch_size: int):
-        """Yields (images, labels) in dataset order, images float [-1,1] or uint8 NHWC."""
-        try:
-            from sg2ada.data import make_dataset
-        except ImportError as e:  # pragma: no cover - data module missing in this build
-            raise UserError(f"--data {self.path}: cannot read datasets in this build ({e})") from None
-        try:  # uint8 straight from the files: no round trip through [-1, 1]
-            ds = make_dataset(self.path, batch_size, mirror=False, shuffle=False, repeat=False, as_uint8=True)
-        except TypeError:
-            ds = make_dataset(self.path, batch_size, mirror=False, shuffle=False, repeat=False)
-        yield from ds
+        """Yields (images, labels) in dataset order, images uint8 NHWC."""
+        # uint8 straight from the files: no round trip through [-1, 1]
+        yield from make_dataset(self.path, batch_size, mirror=False, shuffle=False, repeat=False, as_uint8=True)
 
     def iterate(self, batch_size: int, mirror: bool = False, max_items: int | None = None):
         """uint8 NHWC batches; with `mirror`, the x-flipped copies follow the originals (NVIDIA's xflip)."""
@@ -202,7 +187,7 @@ class DatasetSource:
             for images, _labels in self._batches(batch_size):
                 if max_items is not None and count >= max_items:
                     return
-                images = _to_uint8(images)
+                images = tf.convert_to_tensor(images)
                 if flip:
                     images = tf.reverse(images, axis=[2])
                 if max_items is not None:
@@ -210,92 +195,31 @@ class DatasetSource:
                 count += int(images.shape[0])
                 yield images
 
-    def label_distribution(self):
-        """(distinct label rows float32 [K, c_dim], image counts int64 [K]), or None when unlabelled.
-
-        Drawing a row with probability count/total is NVIDIA's "label of a random dataset image"."""
+    def label_sampler(self) -> LabelSampler | None:
+        """The dataset's labels as a `sg2ada.data.LabelSampler` (NVIDIA's "label of a random dataset
+        image"), or None when unlabelled."""
         if self._labels is None:
-            self._labels = self._distribution_from_data_module()
+            self._labels = self._sampler_from_data_module()
             if self._labels is None:  # not a dataset the data module reads: go through _batches
                 out = [np.asarray(lab, np.float32) for _img, lab in self._batches(256)]
                 labels = np.concatenate(out) if out else np.zeros([0, 0], np.float32)
                 if labels.size:
                     rows, counts = np.unique(labels.reshape(len(labels), -1), axis=0, return_counts=True)
-                    self._labels = (rows.astype(np.float32), counts.astype(np.int64))
+                    self._labels = LabelSampler(rows, counts)
                 else:
                     self._labels = ()
         return self._labels or None
 
-    def _distribution_from_data_module(self):
+    def _sampler_from_data_module(self):
         try:
-            from sg2ada.data import label_sampler, open_dataset
-
             if not open_dataset(self.path).has_labels:
                 return ()
-            sampler = label_sampler(self.path)
-        except (ImportError, AttributeError, UserError):
+            return label_sampler(self.path)
+        except UserError:
             return None
-        return np.asarray(sampler.rows, np.float32), np.asarray(sampler.counts, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class MetricOptions:
-    G: object = None
-    dataset: DatasetSource | None = None
-    G_kwargs: dict = dataclasses.field(default_factory=lambda: dict(truncation_psi=1, noise_mode="random"))
-    feature_net: list | None = None  # user paths (files or folders) for the feature networks
-    download: bool | None = None  # None: unless SG2ADA_OFFLINE=1
-    strategy: object = None  # tf.distribute strategy: batches are split over its replicas
-    cache: bool = True
-    batch_size: int = 32  # images per feature-network call (over all replicas)
-    mirror: bool = False  # training's --mirror, used by the legacy (non-_full) metrics only
-    seed: int | None = 0
-    verbose: bool = False
-    progress: object = None  # callable(done, total, what)
-    run_dir: str | None = None  # where metrics that draw a picture (copy) write it
-
-    @property
-    def num_replicas(self) -> int:
-        return int(self.strategy.num_replicas_in_sync) if self.strategy is not None else 1
-
-
-def _progress(opts: MetricOptions, done: int, total: int, what: str, state: dict) -> None:
-    if opts.progress is not None:
-        opts.progress(done, total, what)
-    if opts.verbose and (done >= total or time.time() - state.setdefault("t", 0) > 10):
-        state["t"] = time.time()
-        print(f"{what:<20s} {done}/{total}", file=sys.stderr, flush=True)
-
-
-def _replicated(opts: MetricOptions, fn, *arrays):
-    """fn(*arrays) with the batch split over the strategy's replicas (padded to equal shares)."""
-    import tensorflow as tf
-
-    r = opts.num_replicas
-    if r == 1:
-        return fn(*[tf.convert_to_tensor(a) for a in arrays])
-    n = int(arrays[0].shape[0])
-    per = -(-n // r)
-    padded = []
-    for a in arrays:
-        a = np.asarray(a)
-        if per * r > n:
-            a = np.concatenate([a, np.repeat(a[-1:], per * r - n, axis=0)])
-        padded.append(a)
-
-    def value_fn(ctx):
-        i = ctx.replica_id_in_sync_group
-        return tuple(tf.constant(a[i * per : (i + 1) * per]) for a in padded)
-
-    values = opts.strategy.experimental_distribute_values_from_function(value_fn)
-    out = opts.strategy.run(lambda args: fn(*args), args=(values,))
-    parts = opts.strategy.experimental_local_results(out)
-    if isinstance(parts[0], (tuple, list)):
-        return tuple(tf.concat([p[j] for p in parts], 0)[:n] for j in range(len(parts[0])))
-    return tf.concat(list(parts), 0)[:n]
 
 
 def _detector_fn(net, kind: str, probabilities: bool = False):
@@ -334,8 +258,8 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, spec: MetricSpec, max
     fn = tf.function(_detector_fn(detector, spec.feature_net), reduce_retracing=True)
     state: dict = {}
     for images in opts.dataset.iterate(opts.batch_size, mirror=mirror, max_items=max_items):
-        stats.append(_replicated(opts, fn, images.numpy()).numpy())
-        _progress(opts, stats.num_items, max_items or stats.num_items, "dataset features", state)
+        stats.append(run_replicated(opts, fn, images.numpy()).numpy())
+        report_progress(opts, stats.num_items, max_items or stats.num_items, "dataset features", state)
     if stats.num_items == 0:
         raise UserError(f"--data {opts.dataset.path}: the dataset holds no images")
     if cache_file:
@@ -347,35 +271,6 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, spec: MetricSpec, max
     return stats
 
 
-def _g_attr(G, name):
-    cfg = getattr(G, "config", None)
-    if cfg is not None and hasattr(cfg, name):
-        return getattr(cfg, name)
-    return getattr(G, name)
-
-
-class _LabelSampler:
-    def __init__(self, opts: MetricOptions, rng: np.random.RandomState):
-        self.c_dim = int(_g_attr(opts.G, "c_dim"))
-        self.rng = rng
-        if self.c_dim > 0:
-            if opts.dataset is None:
-                raise UserError("a conditional generator needs --data to draw labels from")
-            dist = opts.dataset.label_distribution()
-            if dist is None or dist[0].shape[1] != self.c_dim:
-                raise UserError(
-                    f"--data {opts.dataset.path}: its labels do not match the generator's c_dim {self.c_dim}"
-                )
-            self.rows, counts = dist
-            self.cum = np.cumsum(counts)
-
-    def __call__(self, n):
-        if self.c_dim == 0:
-            return np.zeros([n, 0], np.float32)
-        which = np.searchsorted(self.cum, self.rng.randint(int(self.cum[-1]), size=n), side="right")
-        return self.rows[which]
-
-
 def compute_feature_stats_for_generator(opts: MetricOptions, spec: MetricSpec, max_items, probabilities=False,
                                         **stats_kwargs):
     import tensorflow as tf
@@ -383,23 +278,23 @@ def compute_feature_stats_for_generator(opts: MetricOptions, spec: MetricSpec, m
     detector = get_feature_net(spec.feature_net, opts.feature_net, opts.download)
     detect = _detector_fn(detector, spec.feature_net, probabilities)
     G = opts.G
-    z_dim = int(_g_attr(G, "z_dim"))
+    z_dim = int(G.z_dim)
     rng = np.random.RandomState(opts.seed)
-    labels = _LabelSampler(opts, rng)
+    labels = fake_labels(opts, opts.seed)
     g_kwargs = dict(opts.G_kwargs)
 
     @tf.function(reduce_retracing=True)
     def run(z, c):
         img = G(z, c, **g_kwargs)
-        return detect(quantize_images(img))
+        return detect(to_uint8(img))
 
     stats = formulas.FeatureStats(max_items=max_items, **stats_kwargs)
     state: dict = {}
     while not stats.is_full():
         z = rng.randn(opts.batch_size, z_dim).astype(np.float32)
         c = labels(opts.batch_size)
-        stats.append(_replicated(opts, run, z, c).numpy())
-        _progress(opts, stats.num_items, max_items, "generator features", state)
+        stats.append(run_replicated(opts, run, z, c).numpy())
+        report_progress(opts, stats.num_items, max_items, "generator features", state)
     return stats
 
 
@@ -438,34 +333,16 @@ def _is(opts, spec, p):
 
 
 def _ppl(opts, spec, p):
-    from sg2ada.metrics.ppl import compute_ppl_distances
-
     dist = compute_ppl_distances(opts, spec, p)
     return {spec.name: formulas.ppl_from_distances(dist)}
 
 
-def _copy(opts, spec, p):
-    labels = _LabelSampler(opts, np.random.RandomState(opts.seed))
-    return copy_rate_metric(opts, spec, p, labels, int(_g_attr(opts.G, "z_dim")))
-
-
-_KINDS = {"fid": _fid, "kid": _kid, "pr": _pr, "is": _is, "ppl": _ppl, "copy": _copy}
+_KINDS = {"fid": _fid, "kid": _kid, "pr": _pr, "is": _is, "ppl": _ppl, "copy": copy_rate_metric}
 
 _OVERRIDABLE = {
     "num_gen", "max_real", "num_samples", "num_subsets", "max_subset_size", "num_splits", "row_batch_size",
     "col_batch_size",
 }
-
-
-def _format_time(seconds: float) -> str:
-    s = int(np.rint(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
 
 
 def compute_metric(name: str, G, dataset_path=None, *, feature_net=None, strategy=None, cache=True, batch_size=32,
@@ -507,7 +384,7 @@ def compute_metric(name: str, G, dataset_path=None, *, feature_net=None, strateg
         results={k: float(v) for k, v in results.items()},
         metric=name,
         total_time=total,
-        total_time_str=_format_time(total),
+        total_time_str=format_time(total),
         num_gpus=opts.num_replicas,
     )
     if overrides:

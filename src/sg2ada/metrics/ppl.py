@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sg2ada.metrics.common import fake_labels, report_progress, run_replicated
+from sg2ada.metrics.feature_nets import get_feature_net
+
 __all__ = ["compute_ppl_distances", "slerp"]
 
 
@@ -58,17 +61,14 @@ def compute_ppl_distances(opts, spec, p) -> np.ndarray:
     """The scaled LPIPS distances of `num_samples` interpolation steps (before outlier rejection)."""
     import tensorflow as tf
 
-    from sg2ada.metrics.feature_nets import get_feature_net
-    from sg2ada.metrics.metric_main import _g_attr, _LabelSampler, _progress, _replicated
-
     space, sampling, crop, eps = p["space"], p["sampling"], bool(p["crop"]), float(p["epsilon"])
     if space not in ("z", "w") or sampling not in ("full", "end"):
         raise ValueError(f"PPL space must be z|w and sampling full|end, got {space}, {sampling}")
     lpips = get_feature_net("lpips", opts.feature_net, opts.download)
     G = opts.G
-    z_dim = int(_g_attr(G, "z_dim"))
+    z_dim = int(G.z_dim)
     rng = np.random.RandomState(opts.seed)
-    labels = _LabelSampler(opts, rng)
+    labels = fake_labels(opts, opts.seed)
     psi = opts.G_kwargs.get("truncation_psi", 1)
 
     @tf.function(reduce_retracing=True)
@@ -104,7 +104,7 @@ def compute_ppl_distances(opts, spec, p) -> np.ndarray:
         c = labels(b)
         # Per-sample rows so each replica gets one; the seed of a replica's first row is used.
         seeds = np.repeat(rng.randint(0, 2**31 - 1, size=[1, 2]), b, axis=0).astype(np.int32)
-        dist.append(_replicated(opts, run, z0, z1, t, c, seeds).numpy())
+        dist.append(run_replicated(opts, run, z0, z1, t, c, seeds).numpy())
         done += b
-        _progress(opts, min(done, num), num, "ppl sampling", state)
+        report_progress(opts, min(done, num), num, "ppl sampling", state)
     return np.concatenate(dist)[:num]

@@ -14,9 +14,36 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-def _check_resolution(res: int) -> None:
-    if res < 4 or res > 1024 or res & (res - 1):
-        raise ValueError(f"img_resolution must be a power of two from 4 to 1024, got {res}")
+class _NetworkConfig:
+    """What the G and D configs share: validation, the channel rule and the JSON form."""
+
+    _kind = "?"  # G or D, in error messages
+
+    def __post_init__(self):
+        res = self.img_resolution
+        if res < 4 or res > 1024 or res & (res - 1):
+            raise ValueError(f"img_resolution must be a power of two from 4 to 1024, got {res}")
+        if self.architecture not in ("orig", "skip", "resnet"):
+            raise ValueError(f"{self._kind} architecture must be orig, skip or resnet, got {self.architecture!r}")
+        if self.img_channels not in (1, 3):
+            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
+
+    @property
+    def resolution_log2(self) -> int:
+        return self.img_resolution.bit_length() - 1
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        if "resample_filter" in d:
+            d["resample_filter"] = tuple(d["resample_filter"])
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -30,7 +57,7 @@ class MappingConfig:
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(_NetworkConfig):
     z_dim: int = 512
     c_dim: int = 0
     w_dim: int = 512
@@ -46,23 +73,11 @@ class GeneratorConfig:
     use_noise: bool = True
     fp16_dtype: str = "float16"  # 'float16' (NVIDIA) or 'bfloat16'; only where num_fp16_res > 0
 
-    def __post_init__(self):
-        _check_resolution(self.img_resolution)
-        if self.architecture not in ("orig", "skip", "resnet"):
-            raise ValueError(f"G architecture must be orig, skip or resnet, got {self.architecture!r}")
-        if self.img_channels not in (1, 3):
-            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
-
-    @property
-    def resolution_log2(self) -> int:
-        return self.img_resolution.bit_length() - 1
+    _kind = "G"
 
     @property
     def block_resolutions(self) -> list[int]:
         return [2**i for i in range(2, self.resolution_log2 + 1)]
-
-    def channels(self, res: int) -> int:
-        return min(self.channel_base // res, self.channel_max)
 
     @property
     def num_ws(self) -> int:
@@ -70,20 +85,15 @@ class GeneratorConfig:
         # block's first conv for ToRGB: 2 * log2(res) - 2 in total.
         return 2 * self.resolution_log2 - 2
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
         d = dict(d)
         d["mapping"] = MappingConfig(**d.get("mapping", {}))
-        if "resample_filter" in d:
-            d["resample_filter"] = tuple(d["resample_filter"])
-        return cls(**d)
+        return super().from_dict(d)
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(_NetworkConfig):
     c_dim: int = 0
     img_resolution: int = 1024
     img_channels: int = 3
@@ -105,30 +115,8 @@ class DiscriminatorConfig:
     # (FromRGB, Conv0, Conv1_down, Skip per block), get non-trainable weights.
     freeze_layers: int = 0
 
-    def __post_init__(self):
-        _check_resolution(self.img_resolution)
-        if self.architecture not in ("orig", "skip", "resnet"):
-            raise ValueError(f"D architecture must be orig, skip or resnet, got {self.architecture!r}")
-        if self.img_channels not in (1, 3):
-            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
-
-    @property
-    def resolution_log2(self) -> int:
-        return self.img_resolution.bit_length() - 1
+    _kind = "D"
 
     @property
     def block_resolutions(self) -> list[int]:
         return [2**i for i in range(self.resolution_log2, 2, -1)]
-
-    def channels(self, res: int) -> int:
-        return min(self.channel_base // res, self.channel_max)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DiscriminatorConfig":
-        d = dict(d)
-        if "resample_filter" in d:
-            d["resample_filter"] = tuple(d["resample_filter"])
-        return cls(**d)

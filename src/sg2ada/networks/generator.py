@@ -70,3 +70,18 @@ class Generator(keras.Model):
                           update_w_avg=update_w_avg)
         return self.synthesis(ws, noise_mode=noise_mode, noise_seed=noise_seed, force_fp32=force_fp32,
                               fused_modconv=fused_modconv, training=training)
+
+
+def generate_images(G, z, c, batch_size: int = 32, noise_mode: str = "const") -> np.ndarray:
+    """G(z, c) in batches of `batch_size` (normally G_ema on fixed latents); NHWC float32 NumPy in
+    about [-1, 1]. `c` has one row per latent ([N, 0] for an unconditional G)."""
+    import tensorflow as tf
+
+    out = []
+    for i in range(0, len(z), batch_size):
+        zi = tf.convert_to_tensor(z[i: i + batch_size], tf.float32)
+        ci = tf.convert_to_tensor(c[i: i + batch_size], tf.float32)
+        out.append(np.asarray(G(zi, ci, noise_mode=noise_mode), dtype=np.float32))
+    if not out:
+        return np.zeros([0, G.img_resolution, G.img_resolution, G.img_channels], np.float32)
+    return np.concatenate(out)

@@ -1,4 +1,4 @@
-"""Our network snapshot format and `load_network`, the one entry point for trained networks.
+"""Our network snapshot format: `save_snapshot`, `load_snapshot`.
 
 A snapshot plays the role of NVIDIA's `network-snapshot-<kimg>.pkl` (stylegan2-ada-pytorch
 `training/training_loop.py` pickles `G`, `D`, `G_ema`, `augment_pipe`, `training_set_kwargs`), but
@@ -12,8 +12,8 @@ holds no code: a directory with
 It is written into a temporary sibling directory and renamed into place, so a reader never sees
 a half-written snapshot, and an existing snapshot is never replaced unless asked.
 
-`load_network(path)` also accepts NVIDIA's TF1 and PyTorch pickles, recognised by content (see
-`sg2ada.legacy`), and always returns `Networks(G, D, G_ema, meta)`.
+`load_snapshot(path)` reads one back as `Networks(G, D, G_ema, meta)`; `sg2ada.legacy.load.load_network`
+also accepts NVIDIA's pickles and returns the same.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ import numpy as np
 
 from sg2ada.errors import UserError
 from sg2ada.networks.config import DiscriminatorConfig, GeneratorConfig
+from sg2ada.networks.discriminator import Discriminator
+from sg2ada.networks.generator import Generator
+from sg2ada.networks.layers import assign_named
+from sg2ada.version import __version__
 
 FORMAT = "sg2ada-network-snapshot"
 VERSION = 1
@@ -40,7 +44,7 @@ NETWORK_KEYS = ("G", "D", "G_ema")
 
 
 class Networks(NamedTuple):
-    """What `load_network` returns. A network not asked for (see `load_network(networks=...)`) is None."""
+    """What `load_snapshot` and `sg2ada.legacy.load.load_network` return. A network not asked for (see `load_network(networks=...)`) is None."""
 
     G: object
     D: object
@@ -48,24 +52,11 @@ class Networks(NamedTuple):
     meta: dict
 
 
-def _network_classes():
-    try:
-        from sg2ada.networks.generator import Generator
-    except ImportError:  # the package may re-export it instead
-        from sg2ada.networks import Generator  # type: ignore[attr-defined,no-redef]
-    try:
-        from sg2ada.networks.discriminator import Discriminator
-    except ImportError:
-        from sg2ada.networks import Discriminator  # type: ignore[attr-defined,no-redef]
-    return Generator, Discriminator
-
-
 def build_networks(g_config: GeneratorConfig, d_config: DiscriminatorConfig | None, which=NETWORK_KEYS,
                    source: str | None = None):
     """Fresh (randomly initialised) G, D, G_ema for the configs; those not in `which` are None
     (and D is None without a d_config). With `source` (the file the configs came from), a config
     the networks reject becomes a UserError naming that file."""
-    Generator, Discriminator = _network_classes()
     try:
         G = Generator(g_config, name="G") if "G" in which else None
         D = Discriminator(d_config, name="D") if "D" in which and d_config is not None else None
@@ -75,25 +66,6 @@ def build_networks(g_config: GeneratorConfig, d_config: DiscriminatorConfig | No
             raise
         raise UserError(f"{source}: cannot build networks for its configuration ({e})") from None
     return G, D, G_ema
-
-
-def _variable_to_numpy(var) -> np.ndarray:
-    try:
-        return np.array(var.numpy())
-    except AttributeError:
-        import keras
-
-        return np.array(keras.ops.convert_to_numpy(var))
-
-
-def network_arrays(net) -> dict[str, np.ndarray]:
-    return {name: _variable_to_numpy(var) for name, var in net.named_variables().items()}
-
-
-def _version() -> str:
-    from sg2ada import __version__
-
-    return __version__
 
 
 def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", overwrite=False, extra=None):
@@ -124,11 +96,11 @@ def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", o
         "kimg": None if kimg is None else float(kimg),
         "source": str(source),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "sg2ada_version": _version(),
+        "sg2ada_version": __version__,
     })
     arrays = {}
     for key, net in present:
-        for name, value in network_arrays(net).items():
+        for name, value in net.get_tf1_variables().items():
             arrays[f"{key}/{name}"] = value
     try:
         text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n"
@@ -234,28 +206,6 @@ def read_snapshot_weights(path) -> dict[str, np.ndarray]:
                         "write it again") from None
 
 
-def assign_arrays(net, arrays: dict, source: str, which: str) -> None:
-    """Assign `arrays` (names of `net.named_variables()`) to `net`: all names, exact shapes."""
-    named = net.named_variables()
-    missing = sorted(set(named) - set(arrays))
-    extra = sorted(set(arrays) - set(named))
-    bad = sorted(n for n in set(named) & set(arrays) if tuple(arrays[n].shape) != tuple(named[n].shape))
-    if missing or extra or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
-        if bad:
-            n = bad[0]
-            parts.append(f"{n} has shape {list(arrays[n].shape)}, the config needs {list(named[n].shape)}"
-                         + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
-        raise UserError(f"{source}: the {which} weights do not match the configuration ({'; '.join(parts)}); "
-                        "the snapshot is damaged or was edited")
-    for name, var in named.items():
-        var.assign(np.asarray(arrays[name], dtype=np.float32))
-
-
 def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
     path = os.path.abspath(os.fspath(path))
     meta = read_snapshot_meta(path)
@@ -271,47 +221,11 @@ def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
     which = tuple(k for k in networks if k in saved)
     built = dict(zip(NETWORK_KEYS, build_networks(g_cfg, d_cfg, which, source=path)))
     for key in which:
-        assign_arrays(built[key], per_net[key], path, key)
+        assign_named(built[key], per_net[key], source=f"{path} ({key} weights)")
     meta = dict(meta)
     meta["path"] = path
     return Networks(built["G"], built["D"], built["G_ema"], meta)
 
 
-def load_network(path, networks=NETWORK_KEYS) -> Networks:
-    """Load trained networks from our snapshot directory, an NVIDIA TF1 pickle or an NVIDIA PyTorch
-    pickle (recognised by content, not by name). `networks` picks which of G, D, G_ema to build
-    (the rest are None) to save time and memory when only G_ema is needed; a source without G or D
-    (a generator-only pickle or snapshot) also gives None for those."""
-    from sg2ada.legacy import restricted
-
-    path = os.fspath(path)
-    networks = tuple(networks)
-    unknown = [n for n in networks if n not in NETWORK_KEYS]
-    if unknown:
-        raise ValueError(f"networks must be a subset of {NETWORK_KEYS}, got {unknown}")
-    fmt = restricted.sniff_format(path)
-    if fmt == restricted.SNAPSHOT:
-        return load_snapshot(path, networks)
-    if fmt == restricted.ZIP and os.path.basename(path) == WEIGHTS_FILE:
-        return load_snapshot(os.path.dirname(os.path.abspath(path)), networks)
-    if os.path.basename(path) == META_FILE and os.path.isfile(path):
-        return load_snapshot(os.path.dirname(os.path.abspath(path)), networks)
-    if fmt in (restricted.TF1, restricted.OTHER_PICKLE):
-        # Unrecognised pickles go through the TF1 reader too: it refuses foreign classes by name
-        # and explains what it expected.
-        from sg2ada.legacy.tf1_import import import_tf1_pickle
-
-        return import_tf1_pickle(path, networks)
-    if fmt == restricted.PYTORCH:
-        from sg2ada.legacy.pytorch_pickle import import_pytorch_pickle
-
-        return import_pytorch_pickle(path, networks)
-    if fmt == restricted.ZIP:
-        raise UserError(f"{path}: is a zip archive (a torch.save checkpoint or an .npz?), not a network snapshot or "
-                        "an NVIDIA network pickle; pass a snapshot directory or NVIDIA's .pkl")
-    raise UserError(f"{path}: neither a network snapshot directory nor an NVIDIA network pickle (unrecognised or "
-                    "truncated content); check the path")
-
-
-__all__ = ["Networks", "build_networks", "save_snapshot", "load_snapshot", "load_network", "read_snapshot_meta",
-           "read_snapshot_weights", "assign_arrays", "network_arrays", "FORMAT", "VERSION"]
+__all__ = ["Networks", "build_networks", "save_snapshot", "load_snapshot", "read_snapshot_meta",
+           "read_snapshot_weights", "FORMAT", "VERSION"]

@@ -4,8 +4,6 @@
   range or a comma list; we accept any comma list of numbers and inclusive ranges).
 - `seed_to_z(seed, z_dim)`: NVIDIA's rule `numpy.random.RandomState(seed).randn(1, z_dim)`, so a
   seed gives the same latent (and, for an imported network, the same image) as NVIDIA's tools.
-- `to_uint8`: NVIDIA's generate-time quantisation `(x * 127.5 + 128).clip(0, 255)` truncated to
-  uint8 (note: not rounded; NVIDIA's projector uses `(x + 1) * 127.5` instead, see projector.py).
 - `load_generator(path)`: G_ema of a snapshot dir or NVIDIA pickle, via `load_network`.
 - argument checks that turn bad input into one-line `UserError`s.
 
@@ -94,43 +92,6 @@ def labels_for(G, class_idx, n: int = 1) -> np.ndarray:
     return c
 
 
-def to_uint8(images) -> np.ndarray:
-    """NHWC float images in [-1,1] -> uint8 as NVIDIA's generate.py quantises them."""
-    x = np.asarray(images, np.float32) * 127.5 + 128
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def pil_image(img_uint8: np.ndarray):
-    import PIL.Image
-
-    img = np.asarray(img_uint8)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        return PIL.Image.fromarray(img[:, :, 0], "L")
-    return PIL.Image.fromarray(img, "RGB")
-
-
-def save_png(img_uint8: np.ndarray, path: str) -> str:
-    try:
-        pil_image(img_uint8).save(path)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write the image ({e.strerror or e})") from None
-    return path
-
-
-def make_grid(images_uint8, cols: int | None = None) -> np.ndarray:
-    """[N,H,W,C] uint8 -> one [rows*H, cols*W, C] image, row-major, black where no image falls."""
-    images = np.asarray(images_uint8)
-    n, h, w, c = images.shape
-    if cols is None:
-        cols = max(1, math.ceil(math.sqrt(n)))
-    rows = max(1, math.ceil(n / cols))
-    grid = np.zeros([rows * h, cols * w, c], images.dtype)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[i]
-    return grid
-
-
 def prepare_outdir(path: str) -> str:
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
@@ -153,7 +114,7 @@ def check_network_path(path: str) -> str:
 
 def load_generator(path: str):
     """G_ema of a snapshot directory, NVIDIA TF1 pickle or NVIDIA PyTorch pickle."""
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     nets = load_network(check_network_path(path), networks=("G_ema",))
     if nets.G_ema is None:
@@ -168,12 +129,8 @@ __all__ = [
     "check_psi",
     "labels_for",
     "load_generator",
-    "make_grid",
     "noise_seed_for",
     "parse_num_range",
-    "pil_image",
     "prepare_outdir",
-    "save_png",
     "seed_to_z",
-    "to_uint8",
 ]

@@ -29,8 +29,6 @@ import json
 import os
 import shutil
 
-import numpy as np
-
 from sg2ada.errors import UserError
 
 EXPORT_INFO = "sg2ada_export.json"
@@ -191,22 +189,4 @@ def _flex_ops(data: bytes):
     return set(re.findall(rb"Flex[A-Z][A-Za-z0-9]+", data))
 
 
-def tflite_signature(interpreter, name: str) -> str:
-    keys = list(interpreter.get_signature_list())
-    for k in keys:
-        if k == name or k == f"signature_wrapper_{name}":
-            return k
-    raise KeyError(f"no TFLite signature {name!r} (have {keys})")
-
-
-def run_tflite(path: str, signature: str, **inputs) -> dict:
-    """Run one signature of a .tflite file (for checks): inputs by name -> outputs by name. Needs
-    an interpreter with the Flex delegate when the model holds Select TF ops."""
-    import tensorflow as tf
-
-    interp = tf.lite.Interpreter(model_path=path)
-    runner = interp.get_signature_runner(tflite_signature(interp, signature))
-    return {k: np.asarray(v) for k, v in runner(**{k: np.asarray(v) for k, v in inputs.items()}).items()}
-
-
-__all__ = ["EXPORT_INFO", "SIGNATURES", "export_saved_model", "export_tflite", "run_tflite"]
+__all__ = ["EXPORT_INFO", "SIGNATURES", "export_saved_model", "export_tflite"]

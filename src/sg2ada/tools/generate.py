@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from sg2ada.errors import UserError
-from sg2ada.tools.common import labels_for, make_grid, noise_seed_for, seed_to_z, to_uint8
+from sg2ada.images import image_grid, to_uint8
+from sg2ada.tools.common import labels_for, noise_seed_for, seed_to_z
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -76,7 +77,7 @@ def synthesize(G, ws, noise_mode="const", seeds=None) -> np.ndarray:
                                                        np.float32)
 
 
-def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, noise_mode="const"):
+def seed_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, noise_mode="const"):
     """Yield (seed, uint8 HWC image) for each seed, as NVIDIA's generate.py computes them.
 
     noise_mode "tf1" reproduces NVIDIA's TF1 generate.py, which after drawing z from the seed's
@@ -96,7 +97,7 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_
             for name in sorted(bufs, key=lambda n: int(n[len("noise"):])):
                 bufs[name].assign(rnd.randn(*bufs[name].shape).astype(np.float32))
             img = synth(mapping(z, c), noise_seed_for(seed))
-            yield seed, to_uint8(np.asarray(img))[0]
+            yield seed, np.asarray(to_uint8(img))[0]
     finally:
         for k, v in bufs.items():
             v.assign(originals[k])
@@ -147,7 +148,7 @@ def style_mix(G, row_seeds, col_seeds, col_styles, truncation_psi=1.0, noise_mod
     all_w = map_seeds(G, all_seeds, truncation_psi, None, class_idx)
     w_of = dict(zip(all_seeds, all_w))
     images = {}
-    for seed, img in zip(all_seeds, to_uint8(synthesize(G, all_w, noise_mode, all_seeds))):
+    for seed, img in zip(all_seeds, np.asarray(to_uint8(synthesize(G, all_w, noise_mode, all_seeds)))):
         images[(seed, seed)] = img
     for r in row_seeds:
         mixed = []
@@ -155,18 +156,17 @@ def style_mix(G, row_seeds, col_seeds, col_styles, truncation_psi=1.0, noise_mod
             w = w_of[r].copy()
             w[list(col_styles)] = w_of[q][list(col_styles)]
             mixed.append(w)
-        for q, img in zip(col_seeds, to_uint8(synthesize(G, np.stack(mixed), noise_mode, [r] * len(col_seeds)))):
+        mixed_images = np.asarray(to_uint8(synthesize(G, np.stack(mixed), noise_mode, [r] * len(col_seeds))))
+        for q, img in zip(col_seeds, mixed_images):
             images[(r, q)] = img
-    h = w_ = G.img_resolution
-    ch = images[(all_seeds[0], all_seeds[0])].shape[-1]
-    grid = np.zeros([h * (len(row_seeds) + 1), w_ * (len(col_seeds) + 1), ch], np.uint8)
-    for ri, r in enumerate([None] + list(row_seeds)):
-        for ci, q in enumerate([None] + list(col_seeds)):
+    cells = []
+    for r in [None] + list(row_seeds):
+        for q in [None] + list(col_seeds):
             if r is None and q is None:
-                continue
-            key = (q, q) if r is None else (r, r) if q is None else (r, q)
-            grid[ri * h:(ri + 1) * h, ci * w_:(ci + 1) * w_] = images[key]
-    return grid, images
+                cells.append(np.zeros_like(images[(all_seeds[0], all_seeds[0])]))  # the black corner
+            else:
+                cells.append(images[(q, q) if r is None else (r, r) if q is None else (r, q)])
+    return image_grid(np.stack(cells), cols=len(col_seeds) + 1), images
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -219,16 +219,15 @@ def interpolation_frames(G, seeds, frames_per_transition: int, space="z", trunca
     synth = _synthesizer(G, noise_mode)
     for i in range(ws.shape[0]):
         # One noise seed for the whole loop: per-frame noise would flicker.
-        yield to_uint8(np.asarray(synth(ws[i:i + 1], noise_seed_for(seeds[0]))))[0]
+        yield np.asarray(to_uint8(synth(ws[i:i + 1], noise_seed_for(seeds[0]))))[0]
 
 
 __all__ = [
     "NOISE_MODES",
-    "generate_images",
+    "seed_images",
     "interpolation_frames",
     "interpolation_latents",
     "load_projected_ws",
-    "make_grid",
     "map_seeds",
     "parse_styles",
     "slerp",

@@ -45,7 +45,7 @@ def _even(frame: np.ndarray) -> np.ndarray:
 
 def write_video(frames, path: str, fps: float = 30, bitrate: str = "16M") -> int:
     """Write uint8 HWC frames (any iterable) to `path`; returns the number of frames written."""
-    from sg2ada.tools.common import pil_image
+    from sg2ada.images import pil_image
 
     ext = check_video_path(path)
     if fps <= 0:

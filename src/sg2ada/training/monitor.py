@@ -117,53 +117,6 @@ def grid_shape(resolution: int, max_images: int | None = None) -> tuple[int, int
     return gw, gh
 
 
-def to_uint8(images) -> np.ndarray:
-    """NHWC float images in [-1, 1] to uint8 [0, 255]."""
-    img = np.asarray(images, dtype=np.float32)
-    return np.rint((img + 1) * 127.5).clip(0, 255).astype(np.uint8)
-
-
-def image_grid(images, grid_size: tuple[int, int]) -> np.ndarray:
-    """Tile N = gw*gh NHWC images (float in [-1, 1] or uint8) into one `[gh*H, gw*W, C]` uint8 image."""
-    img = np.asarray(images)
-    if img.dtype != np.uint8:
-        img = to_uint8(img)
-    gw, gh = grid_size
-    n, h, w, c = img.shape
-    if n < gw * gh:  # pad with black cells rather than fail on a short dataset
-        img = np.concatenate([img, np.zeros([gw * gh - n, h, w, c], np.uint8)])
-    img = img[: gw * gh].reshape(gh, gw, h, w, c).transpose(0, 2, 1, 3, 4)
-    return img.reshape(gh * h, gw * w, c)
-
-
-def save_png(grid: np.ndarray, path: str) -> None:
-    """Write a uint8 HWC image as PNG atomically (a viewer never sees half a file)."""
-    import PIL.Image
-
-    img = grid[:, :, 0] if grid.shape[2] == 1 else grid
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    PIL.Image.fromarray(img, "L" if img.ndim == 2 else "RGB").save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def save_image_grid(images, path: str, grid_size: tuple[int, int]) -> np.ndarray:
-    grid = image_grid(images, grid_size)
-    save_png(grid, path)
-    return grid
-
-
-def generate_images(G, z, c, batch_size: int = 32, noise_mode: str = "const") -> np.ndarray:
-    """Run G (normally G_ema) on fixed latents in batches; NHWC float32 NumPy in about [-1, 1]."""
-    import tensorflow as tf
-
-    out = []
-    for i in range(0, len(z), batch_size):
-        zi = tf.convert_to_tensor(z[i: i + batch_size], tf.float32)
-        ci = tf.convert_to_tensor(c[i: i + batch_size], tf.float32)
-        out.append(np.asarray(G(zi, ci, noise_mode=noise_mode), dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros([0])
-
-
 def interpolation_strip(G, z0, z1, c, steps: int = 8) -> np.ndarray:
     """Images along a straight line between two latents in W (where StyleGAN interpolates well).
 

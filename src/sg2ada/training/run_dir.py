@@ -179,18 +179,6 @@ def read_options(run_dir: str) -> TrainingOptions:
     return TrainingOptions.from_json(text, where=path)
 
 
-def format_time(seconds: float) -> str:
-    """Compact elapsed time as in NVIDIA's console lines: `42s`, `3m 07s`, `2h 05m 09s`, `1d 02h 03m`."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 60 * 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 24 * 60 * 60:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
-
-
 class _Tee:
     """A text stream that writes to the console stream and to the log file."""
 

@@ -35,8 +35,11 @@ import numpy as np
 import tensorflow as tf
 
 from sg2ada.data import label_sampler, make_dataset, open_dataset, training_iterator
+from sg2ada.console import format_time
 from sg2ada.errors import UserError
+from sg2ada.images import image_grid, save_png, to_uint8
 from sg2ada.metrics import run_metrics
+from sg2ada.networks.generator import generate_images
 from sg2ada.networks.snapshot import save_snapshot
 from sg2ada.training import distribute
 from sg2ada.training import monitor as mon
@@ -46,7 +49,6 @@ from sg2ada.training.options import TrainingOptions
 from sg2ada.training.run_dir import (
     CHECKPOINT_SUBDIR,
     LOG_FILE,
-    format_time,
     run_lock,
     tee_console,
     write_options,
@@ -126,8 +128,8 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                                        p_max=opts.ada_p_max, r1_gamma=opts.r1_gamma)
                 health.set_reals(grid.real_images[:HEALTH_BATCH])
                 if restored is None:
-                    mon.save_png(grid.reals, os.path.join(run_dir, "reals.png"))
-                    mon.save_png(grid.fakes(), os.path.join(run_dir, "fakes_init.png"))
+                    save_png(grid.reals, os.path.join(run_dir, "reals.png"))
+                    save_png(grid.fakes(), os.path.join(run_dir, "fakes_init.png"))
                     monitor.write_image("Images/reals", grid.reals, cur_nimg)
                     monitor.write_hparams(opts.to_dict())
 
@@ -209,7 +211,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                     if chief and tick_due and stop.signum is None and (done or tick % opts.snap == 0):
                         kimg_tag = f"{cur_nimg // 1000:06d}"
                         fakes = grid.fakes()
-                        mon.save_png(fakes, os.path.join(run_dir, f"fakes{kimg_tag}.png"))
+                        save_png(fakes, os.path.join(run_dir, f"fakes{kimg_tag}.png"))
                         monitor.write_image("Images/fakes", fakes, cur_nimg)
                         monitor.write_image("Images/interpolation", grid.interpolation(), cur_nimg)
                         # overwrite: ticks shorter than 1 kimg can share a kimg number; the newer wins
@@ -261,22 +263,22 @@ class _SampleGrid:
         self.size = mon.grid_shape(opts.resolution)
         n = self.size[0] * self.size[1]
         images, labels = next(iter(make_dataset(opts.data, n, shuffle=True, seed=opts.seed, subset=opts.subset)))
-        self.real_images = mon.to_uint8(np.asarray(images))
-        self.reals = mon.image_grid(self.real_images, self.size)
+        self.real_images = np.asarray(to_uint8(images))
+        self.reals = image_grid(self.real_images, *self.size)
         self.c = np.zeros([n, opts.c_dim], np.float32)  # an unconditional run on a labelled dataset: no labels
         if opts.c_dim:
             self.c[: len(labels)] = np.asarray(labels, np.float32)[:, : opts.c_dim]
         self.z = np.random.RandomState(opts.seed).standard_normal([n, G.config.z_dim]).astype(np.float32)
 
     def fake_images(self, n: int | None = None) -> np.ndarray:
-        return mon.generate_images(self.G, self.z[:n], self.c[:n])
+        return np.asarray(to_uint8(generate_images(self.G, self.z[:n], self.c[:n])))
 
     def fakes(self) -> np.ndarray:
-        return mon.image_grid(self.fake_images(), self.size)
+        return image_grid(self.fake_images(), *self.size)
 
     def interpolation(self) -> np.ndarray:
         imgs = mon.interpolation_strip(self.G, self.z[0], self.z[1], self.c[0], steps=8)
-        return mon.image_grid(imgs, (len(imgs), 1))
+        return image_grid(np.asarray(to_uint8(imgs)), len(imgs), 1)
 
 
 class _StopRequest:

@@ -103,7 +103,7 @@ def _verify_network_file(path: str) -> None:
 
         tf1_networks_configs(path)
     elif fmt == restricted.PYTORCH:
-        from sg2ada.networks.snapshot import load_network
+        from sg2ada.legacy.load import load_network
 
         load_network(path, networks=("G_ema",))
     else:
@@ -183,7 +183,7 @@ def load_transfer_weights(trainer, path: str) -> None:
     match is copied, the rest keep their fresh initialisation (a different resolution or label count
     changes a few layers); nothing matching at all is an error.
     """
-    from sg2ada.networks.snapshot import load_network
+    from sg2ada.legacy.load import load_network
 
     print(f"Loading networks for transfer learning from {path}...")
     src = load_network(path)
