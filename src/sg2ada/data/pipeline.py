@@ -564,7 +564,6 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
     keep = select_subset(info.count, subset, seed)
     n = len(keep)
     items = n * (2 if mirror else 1)
-    labels = None
     if info.kind == "memory" or n * info.image_nbytes <= _cache_budget():
         images_t, labels_t = _decoded_selection(info, keep)
 
