@@ -34,7 +34,8 @@ def test_samplers_are_identical_under_xla(fn):
 
 @pytest.mark.parametrize("per_sample,full", [(per_sample_uniform, stateless_uniform),
                                              (per_sample_normal, stateless_normal)])
-@pytest.mark.parametrize("shape", [(), (3,), (2, 5)])  # row sizes 1, 3, 10: runs start mid Philox block
+@pytest.mark.parametrize("shape", [(), (3,), (2, 5), (5, 13)])  # rows of 65 are drawn by stream position,
+# from mid Philox block (65 % 4 == 1); smaller ones are gathered
 def test_per_sample_rows_of_the_global_draw_for_every_split(per_sample, full, shape):
     total = 12
     ref = full([total, *shape], SEED).numpy()
@@ -51,12 +52,12 @@ def test_per_sample_rows_of_the_global_draw_for_every_split(per_sample, full, sh
 def test_per_sample_is_identical_in_graph_and_xla():
     idx = tf.range(4, 8)
 
-    def draw(i):
-        return per_sample_normal(SEED, i, 16, [6]), per_sample_uniform(SEED, i, 16, [2])
+    def draw(i):  # a row drawn by stream position, a gathered one
+        return per_sample_normal(SEED, i, 16, [96]), per_sample_uniform(SEED, i, 16, [2])
 
     eager = [t.numpy() for t in draw(idx)]
     for jit in (False, True):
         out = tf.function(draw, jit_compile=jit)(idx)
-        assert out[0].shape == (4, 6)
+        assert out[0].shape == (4, 96)
         np.testing.assert_allclose(out[0], eager[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(out[1], eager[1])

@@ -404,8 +404,9 @@ def make_dataset(path, batch_size: int, *, mirror: bool = False, subset=None, se
 # round r of an iteration starts at r * batch_gpu * R (R replicas in sync), as the trainer numbers
 # its samples. `distribute_datasets_from_function` pulls a worker's dataset once per local replica,
 # in local replica order (MirroredStrategy on two devices: elements 0, 2, ... go to replica 0,
-# elements 1, 3, ... to replica 1), and worker w's local replicas are global replicas
-# w * L ... w * L + L - 1; the dataset's element e therefore belongs to local replica e % L.
+# elements 1, 3, ... to replica 1; tests/data/test_data_stream.py), and the L local replicas of
+# input pipeline w are global replicas w * L ... w * L + L - 1 (MultiWorkerMirroredStrategy numbers
+# both by the worker's id in the cluster); the dataset's element e belongs to local replica e % L.
 
 _STORE_CACHE: dict = {}
 _SHUFFLE_KEY = 0x5EED_DA7A  # first word of the permutation's seed, the run seed is the second
@@ -460,8 +461,11 @@ class _RecordReader:
     def __init__(self, info: DatasetInfo, keep: np.ndarray):
         import threading
 
+        import tensorflow as tf
+
         self.info = info
-        self.keep = keep
+        with tf.device("/cpu:0"):
+            self._keep_t = tf.constant(keep)
         shard_of, offset, length = [], [], []
         for s, shard in enumerate(info.shards):
             offs, lens = self._scan(shard)
@@ -476,7 +480,14 @@ class _RecordReader:
         self.offset = np.concatenate(offset)[keep]
         self.length = np.concatenate(length)[keep]
         self._lock = threading.Lock()
-        self._files: dict = {}
+        self._files: dict = {}  # shard number -> os file descriptor (local) or GFile (URL)
+
+    def __del__(self):
+        for f in getattr(self, "_files", {}).values():
+            if isinstance(f, int):
+                os.close(f)
+            else:
+                f.close()
 
     @staticmethod
     def _scan(shard: str):
@@ -527,7 +538,7 @@ class _RecordReader:
         records = tf.numpy_function(self.read, [items], tf.string, stateful=False)
         ex = tf.io.parse_example(tf.reshape(records, [-1]), {"image": tf.io.FixedLenFeature([], tf.string),
                                                              "index": tf.io.FixedLenFeature([], tf.int64)})
-        check = tf.debugging.assert_equal(ex["index"], tf.gather(tf.constant(self.keep), items),
+        check = tf.debugging.assert_equal(ex["index"], tf.gather(self._keep_t, items),
                                           message=f"dataset {info.path}: records out of index order; rebuild it")
         with tf.control_dependencies([check]):
             if info.image_encoding == "raw":
@@ -553,7 +564,6 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
     keep = select_subset(info.count, subset, seed)
     n = len(keep)
     items = n * (2 if mirror else 1)
-    labels = None
     if info.kind == "memory" or n * info.image_nbytes <= _cache_budget():
         images_t, labels_t = _decoded_selection(info, keep)
 

@@ -69,15 +69,18 @@ def stateless_normal(shape, seed) -> tf.Tensor:
     return _box_muller(bits[0], bits[1])
 
 
+_RUN_MIN_ROW = 64  # numbers per sample from which a contiguous run is drawn by stream position
+
+
 def _per_sample(seed, sample_index, num_samples, shape, rows_fn, full_fn) -> tf.Tensor:
-    """Rows `sample_index` of `full_fn([num_samples, *shape])`. A contiguous run of indices (what
-    each replica of a training round holds) is drawn directly by stream position, O(n) numbers;
-    anything else is gathered from the whole draw, O(num_samples)."""
+    """Rows `sample_index` of `full_fn([num_samples, *shape])`. Small rows are gathered from the
+    whole draw. Large rows (latents, noise images), when the indices are a contiguous run (what
+    each replica of a training round holds), are drawn directly by stream position, O(n) numbers
+    instead of O(num_samples); the choice is a tf.cond, whose cost under XLA exceeds small draws."""
     idx = tf.cast(tf.convert_to_tensor(sample_index), tf.int64)
     n = tf.size(idx)
     shape = [int(d) for d in shape]
     row = math.prod(shape)
-    run = tf.reduce_all(tf.equal(idx - idx[:1], tf.range(n, dtype=tf.int64)))
     out_shape = tf.concat([[n], tf.constant(shape, tf.int32)], 0)
 
     def by_rows():
@@ -88,7 +91,10 @@ def _per_sample(seed, sample_index, num_samples, shape, rows_fn, full_fn) -> tf.
         return tf.gather(full_fn(tf.concat([[tf.cast(num_samples, tf.int32)], tf.constant(shape, tf.int32)], 0)),
                          idx)
 
-    out = tf.cond(run, by_rows, by_gather)
+    if row < _RUN_MIN_ROW:
+        out = by_gather()
+    else:
+        out = tf.cond(tf.reduce_all(tf.equal(idx - idx[:1], tf.range(n, dtype=tf.int64))), by_rows, by_gather)
     out.set_shape(tf.TensorShape([idx.shape[0]] + shape))
     return out
 
