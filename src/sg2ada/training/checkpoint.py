@@ -41,10 +41,6 @@ class CheckpointCorruptWarning(UserWarning):
     """The newest checkpoint could not be read; an older one was used."""
 
 
-def has_checkpoint(directory: str) -> bool:
-    return bool(tf.io.gfile.exists(directory) and tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")))
-
-
 def list_checkpoints(directory: str) -> list[str]:
     """Checkpoint prefixes in `directory`, newest first.
 
