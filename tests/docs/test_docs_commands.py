@@ -152,4 +152,4 @@ def _fake_run_dir(run_dir: Path, volumes: Path) -> None:
 
     opts = resolve_options(data=str(volumes / "data" / "photos256"), cfg="auto")
     (run_dir / CHECKPOINT_SUBDIR).mkdir(parents=True)
-    write_options(str(run_dir), opts.to_dict())
+    write_options(str(run_dir), opts)

@@ -31,6 +31,7 @@ def test_demo_runs_tiny_with_a_time_limit_and_reports(tmp_path, monkeypatch, cap
         _grid(run / "fakes_init.png", 10)
         _grid(run / "fakes000000.png", 100)
         _grid(run / "fakes000004.png", 200)
+        (run / "stats.jsonl").write_text('{"Progress/kimg": {"num": 1, "mean": 4.0, "std": 0.0}}\n')
         return 0
 
     monkeypatch.setattr("sg2ada.cli.main.main", fake_cli)
@@ -43,6 +44,8 @@ def test_demo_runs_tiny_with_a_time_limit_and_reports(tmp_path, monkeypatch, cap
     assert "Using the demo dataset" in out
     assert os.path.join("runs", "00000-shapes-tiny", "fakes000004.png") in out
     assert "tensorboard --logdir runs" in out
+    report = tmp_path / "runs" / "00000-shapes-tiny" / "report.html"
+    assert f"Report:         {os.path.join('runs', '00000-shapes-tiny', 'report.html')}" in out and report.is_file()
     pic = np.asarray(PIL.Image.open(tmp_path / "runs" / "00000-shapes-tiny" / "demo-before-after.png"))
     # left panel from fakes_init (10), right panel from the newest grid (200), white gap between
     assert pic[0, 0, 0] == 10 and pic[0, -1, 0] == 200 and (pic[:, pic.shape[1] // 2] == 255).all()
