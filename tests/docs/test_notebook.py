@@ -35,6 +35,7 @@ def _kernelspec(jupyter_dir: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 80 s of CPU, but two training sessions trace their graphs on a busy machine
 def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     kernel = _kernelspec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
