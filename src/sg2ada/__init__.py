@@ -13,4 +13,12 @@ def load_network(path, **kwargs):
     return _load(path, **kwargs)
 
 
-__all__ = ["load_network", "__version__"]
+def train(**options):
+    """Train from Python with `sg2ada train`'s option names; returns the run directory.
+    See sg2ada.cli.train.train."""
+    from sg2ada.cli.train import train as _train  # lazy: `import sg2ada` stays free of TensorFlow
+
+    return _train(**options)
+
+
+__all__ = ["load_network", "train", "__version__"]

