@@ -1,4 +1,5 @@
-"""Stats aggregation, image grids, and what lands in stats.jsonl and the TensorBoard event files."""
+"""Stats aggregation, the snapshot grid shape, the interpolation strip, and what lands in stats.jsonl
+(kept or dropped on resume) and the TensorBoard event files."""
 
 from __future__ import annotations
 
@@ -41,17 +42,6 @@ def test_grid_shape_is_nvidias_canvas():
     assert mon.grid_shape(32) == (32, 32)
     gw, gh = mon.grid_shape(32, max_images=64)
     assert gw * gh <= 64 and gw >= gh
-
-
-def test_image_grid_places_images_row_major():
-    imgs = np.zeros([6, 2, 3, 1], np.uint8)
-    for i in range(6):
-        imgs[i] = i * 10
-    g = mon.image_grid(imgs, (3, 2))
-    assert g.shape == (4, 9, 1)
-    assert g[0, 0, 0] == 0 and g[0, 3, 0] == 10 and g[0, 6, 0] == 20 and g[2, 0, 0] == 30 and g[3, 8, 0] == 50
-    f = mon.image_grid(np.full([2, 2, 2, 3], -1.0), (2, 2))  # float [-1,1] -> uint8, short -> padded
-    assert f.dtype == np.uint8 and f.shape == (4, 4, 3) and f.max() == 0
 
 
 def test_monitor_writes_jsonl_and_tensorboard(tmp_path):
@@ -101,14 +91,38 @@ def test_cpu_mem_is_plausible():
     assert mon.peak_gpu_mem_gb() is None  # CPU-only test machines
 
 
-def test_generate_and_strip_from_a_fake_generator():
-    from test_loop_fakes import FakeTrainer
+def test_monitor_drops_stats_lines_past_the_resumed_checkpoint(tmp_path):
+    """A run killed after its last checkpoint left stats lines of ticks it will train again (and maybe a
+    half-written line): reopening at the checkpoint's cur_nimg drops them and keeps the rest as they were."""
+    def line(kimg, loss):
+        return json.dumps({"Loss/G/loss": {"num": 4, "mean": loss, "std": 0.1},
+                           "Progress/kimg": {"num": 1, "mean": kimg, "std": 0.0}, "timestamp": 1.5}) + "\n"
 
-    t = FakeTrainer()
-    z = np.random.RandomState(0).standard_normal([5, 4]).astype(np.float32)
-    imgs = mon.generate_images(t.G_ema, z, np.zeros([5, 0], np.float32), batch_size=2)
-    assert imgs.shape == (5, 8, 8, 3)
-    strip = mon.interpolation_strip(t.G_ema, z[0], z[1], np.zeros([0], np.float32), steps=4)
+    kept = line(0.004, 0.7) + line(0.012, 0.65) + line(0.024, 1 / 3)
+    path = tmp_path / mon.STATS_FILE
+    path.write_text(kept + line(0.028, 0.6) + line(0.04, 0.5) + '{"Loss/G/loss": {"num": 4, "me')
+    m = mon.Monitor(str(tmp_path), cur_nimg=24)
+    assert path.read_text() == kept
+    m.write_tick({"Progress/kimg": {"num": 1, "mean": 0.028, "std": 0.0}}, cur_nimg=28, timestamp=2.0)
+    m.close()
+    lines = path.read_text().splitlines(keepends=True)
+    assert "".join(lines[:3]) == kept and json.loads(lines[3])["timestamp"] == 2.0
+
+    mon.Monitor(str(tmp_path), cur_nimg=1000).close()  # nothing past the checkpoint: nothing changes
+    assert path.read_text().splitlines(keepends=True) == lines
+
+
+def test_interpolation_strip_runs_from_one_latent_to_the_other():
+    from sg2ada.networks import Generator, GeneratorConfig, MappingConfig
+    from sg2ada.networks.generator import generate_images
+
+    G = Generator(GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_base=64, channel_max=16,
+                                  mapping=MappingConfig(num_layers=1)), name="G_ema")
+    z = np.random.RandomState(0).standard_normal([2, 8]).astype(np.float32)
+    ends = generate_images(G, z, np.zeros([2, 0], np.float32))
+    assert not np.allclose(ends[0], ends[1], atol=1e-3)  # the latents matter, so the ends below mean something
+    strip = mon.interpolation_strip(G, z[0], z[1], np.zeros([0], np.float32), steps=4)
     assert strip.shape == (4, 8, 8, 3)
-    np.testing.assert_allclose(strip[0], imgs[0], atol=1e-5)
-    np.testing.assert_allclose(strip[-1], imgs[1], atol=1e-5)
+    np.testing.assert_allclose(strip[0], ends[0], atol=1e-5)
+    np.testing.assert_allclose(strip[-1], ends[1], atol=1e-5)
+    assert not np.allclose(strip[1], strip[0], atol=1e-4) and not np.allclose(strip[1], strip[-1], atol=1e-4)

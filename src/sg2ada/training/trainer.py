@@ -167,7 +167,9 @@ class Trainer:
     def checkpoint_items(self) -> dict:
         """Everything a checkpoint must hold to resume bit-for-bit (pass to tf.train.Checkpoint)."""
         self.build()
-        return dict(G=self.G, D=self.D, G_ema=self.G_ema, G_opt=self.G_opt, D_opt=self.D_opt, ada=self.ada,
+        # The networks by their variable names: tf.train.Checkpoint does not see layers that Keras 3 keeps in lists.
+        nets = {k: tf.train.Checkpoint(**getattr(self, k).named_variables()) for k in ("G", "D", "G_ema")}
+        return dict(nets, G_opt=self.G_opt, D_opt=self.D_opt, ada=self.ada,
                     pl_mean=self.pl_mean, cur_nimg=self.cur_nimg, batch_idx=self.batch_idx, rng_seed=self.rng_seed)
 
     def set_labels(self, labels):

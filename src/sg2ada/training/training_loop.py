@@ -87,6 +87,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
         if opts.c_dim:
             trainer.set_labels(label_sampler(opts.data, subset=opts.subset, seed=opts.seed))
         loop_state = tf.train.Checkpoint(tick=tf.Variable(0, dtype=tf.int64, trainable=False),
+                                         tick_start_nimg=tf.Variable(0, dtype=tf.int64, trainable=False),
                                          elapsed_sec=tf.Variable(0.0, dtype=tf.float64, trainable=False))
         backup = Backup(f"{opts.backup_uri.rstrip('/')}/{os.path.basename(os.path.normpath(run_dir))}") \
             if opts.backup_uri and chief else None
@@ -139,7 +140,9 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
             collector = mon.StatsCollector()
             bar = _ProgressBar(console_err, progress)
             tick_nimg = round(opts.kimg_per_tick * 1000)
-            tick_start_nimg, tick_start_time = cur_nimg, time.time()
+            # a run stopped mid-tick keeps its tick boundaries: its stats lines stay those of an uninterrupted run
+            tick_start_nimg = int(loop_state.tick_start_nimg.numpy()) if restored else cur_nimg
+            tick_start_time = time.time()
             maintenance_sec = tick_start_time - start_time
             bar.start(tick, tick_nimg)
             # Under multi-worker training SIGTERM belongs to TensorFlow's preemption handler, which
@@ -232,6 +235,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                     # The checkpoint comes last: a kill before it repeats this tick on resume, and the
                     # resumed Monitor drops the stats lines written after the checkpoint it restored.
                     loop_state.tick.assign(tick)
+                    loop_state.tick_start_nimg.assign(cur_nimg if tick_due else tick_start_nimg)
                     loop_state.elapsed_sec.assign(elapsed_before + time.time() - start_time)
                     ckpt_path = keeper.save()
                     if backup is not None:
