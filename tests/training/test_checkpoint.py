@@ -1,5 +1,6 @@
 """CheckpointKeeper: full-state round trip, crash-safety of the write order, fallback past damaged
-checkpoints, --keep, --backup-uri, and refusing a checkpoint of another configuration."""
+checkpoints, --keep, refusing a checkpoint of another configuration, and --backup-uri: the mirror
+of a run on a mounted path, a loopback S3 server and a GCS emulator, fetch_run and latest_run."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
+from object_store_servers import gcs, s3  # noqa: F401  (fixtures)
 
 from sg2ada.errors import UserError
+from sg2ada.storage import open_store
 from sg2ada.training.checkpoint import (
     Backup,
     CheckpointCorruptWarning,
     CheckpointKeeper,
+    fetch_run,
+    latest_run,
     list_checkpoints,
     orphaned_files,
 )
@@ -187,26 +192,101 @@ def test_mismatched_checkpoint_is_a_user_error(tmp_path):
         CheckpointKeeper(other, str(tmp_path)).restore()
 
 
-def test_backup_mirrors_checkpoints_state_last_and_prunes(tmp_path):
-    t, it = _state()
-    backup = Backup(str(tmp_path / "mnt" / "run"))
-    k = CheckpointKeeper(_items(t, it), str(tmp_path / "local"), keep=2, backup=backup)
-    for _ in range(3):
+@pytest.fixture(params=["local", "s3", "gs"])
+def backup_root(request, tmp_path):
+    """Where --backup-uri points: a mounted path, or a bucket on a loopback S3 server / GCS emulator."""
+    if request.param == "local":
+        return str(tmp_path / "mnt")
+    _server, bucket = request.getfixturevalue("s3" if request.param == "s3" else "gcs")
+    return f"{request.param}://{bucket}/runs"
+
+
+def _fake_run(tmp_path, t, it, keep=2, saves=3, **backup_kwargs):
+    """A run directory with its files, `saves` checkpoints and a snapshot, backed up to `uri`."""
+    run_dir = tmp_path / "local" / "00003-fake"
+    run_dir.mkdir(parents=True)
+    for name, text in [("training_options.json", '{"cfg": "tiny"}'), ("stats.jsonl", "{}\n"), ("log.txt", "hi\n")]:
+        (run_dir / name).write_text(text)
+    backup = Backup(backup_kwargs.pop("uri"), retry_sec=0.05, **backup_kwargs)
+    k = CheckpointKeeper(_items(t, it), str(run_dir / "checkpoints"), keep=keep, backup=backup)
+    for _ in range(saves):
         _run(t, it, 1)
         k.save()
-    remote = tmp_path / "mnt" / "run" / "checkpoints"
-    names = sorted(p.name for p in remote.iterdir())
-    assert names == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-3.data-00000-of-00001",
-                     "ckpt-3.index"]
-    want = _snapshot(t)
-    t2, it2 = _state(seed=5)
-    assert CheckpointKeeper(_items(t2, it2), str(remote)).restore().endswith("ckpt-3")
-    _assert_same(_snapshot(t2), want)
-    snap = tmp_path / "snap"
+    backup.copy_run_files(str(run_dir))
+    snap = run_dir / "network-snapshot-000001"
     (snap / "sub").mkdir(parents=True)
     (snap / "sub" / "w.npz").write_bytes(b"abc")
-    backup.copy_tree(str(snap), "network-snapshot-000001")
-    assert (tmp_path / "mnt" / "run" / "network-snapshot-000001" / "sub" / "w.npz").read_bytes() == b"abc"
+    (snap / "snapshot.json").write_text("{}")
+    backup.copy_tree(str(snap), snap.name)
+    return run_dir, k
+
+
+def test_backup_mirrors_the_run_prunes_per_keep_and_fetch_run_restores_it(backup_root, tmp_path):
+    t, it = _state()
+    uri = f"{backup_root}/00003-fake"
+    run_dir, k = _fake_run(tmp_path, t, it, uri=uri)
+    want = _snapshot(t)
+    assert k.backup.flush(60)
+    remote = open_store(uri)
+    assert remote.list("checkpoints") == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index",
+                                          "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    assert remote.read_bytes("network-snapshot-000001/sub/w.npz") == b"abc"
+    assert remote.read_bytes("log.txt") == b"hi\n"
+    k.close()
+
+    fresh = tmp_path / "fresh"
+    assert fetch_run(uri, str(fresh)) == str(fresh / "checkpoints" / "ckpt-3")
+    for name in ("training_options.json", "stats.jsonl", "log.txt"):
+        assert (fresh / name).read_bytes() == (run_dir / name).read_bytes()
+    assert sorted(p.name for p in (fresh / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    t2, it2 = _state(seed=5)
+    k2 = CheckpointKeeper(_items(t2, it2), str(fresh / "checkpoints"), keep=2)
+    assert k2.restore().endswith("ckpt-3")
+    _assert_same(_snapshot(t2), want)
+    _run(t2, it2, 1)
+    assert k2.save().endswith("ckpt-4")  # numbering continues after the fetched checkpoint
+
+    # The newest run with a complete checkpoint; a newer run that has none yet does not count.
+    open_store(f"{backup_root}/00007-fake").put_bytes(b"{}", "training_options.json")
+    open_store(f"{backup_root}/00009-fake").put_bytes(b"{}", "checkpoints/ckpt-1.index")
+    assert latest_run(backup_root) == uri
+    assert latest_run(f"{backup_root}/00009-fake") is None
+
+
+def test_fetch_run_skips_a_checkpoint_that_is_not_complete_in_the_bucket(tmp_path):
+    t, it = _state()
+    uri = str(tmp_path / "mnt" / "00001-fake")
+    _run_dir, k = _fake_run(tmp_path, t, it, uri=uri)
+    k.close()
+    store = open_store(uri)
+    store.delete(["checkpoints/ckpt-3.data-00000-of-00001"])  # a damaged backup: newest data gone
+    assert fetch_run(uri, str(tmp_path / "fresh")).endswith("ckpt-2")
+    store.delete(["checkpoints/ckpt-2.index"])
+    assert fetch_run(uri, str(tmp_path / "fresh2")) is None
+    assert (tmp_path / "fresh2" / "training_options.json").exists()
+    with pytest.raises(UserError, match="nothing there"):
+        fetch_run(str(tmp_path / "mnt" / "00002-none"), str(tmp_path / "fresh3"))
+
+
+def test_backup_reuploads_files_left_by_an_interrupted_upload(tmp_path):
+    """A checkpoint name not recorded by the backup's state file may hold files of an interrupted
+    upload from an earlier session (same number, other content): they are uploaded again."""
+    t, it = _state()
+    uri = str(tmp_path / "mnt" / "00001-fake")
+    store = open_store(uri)
+    store.put_bytes(b"stale", "checkpoints/ckpt-1.data-00000-of-00001")
+    _run_dir, k = _fake_run(tmp_path, t, it, uri=uri, saves=1)
+    k.close()
+    assert store.read_bytes("checkpoints/ckpt-1.data-00000-of-00001") != b"stale"
+    assert fetch_run(uri, str(tmp_path / "fresh")).endswith("ckpt-1")
+
+
+def test_backup_to_an_unwritable_location_is_one_line_and_writes_nothing(s3, tmp_path):
+    with pytest.raises(UserError) as e:
+        Backup("s3://no-such-bucket-sg2ada/runs/00001-x")
+    assert "\n" not in str(e.value) and "--backup-uri s3://no-such-bucket-sg2ada/runs/00001-x" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_non_chief_saves_to_a_private_temp_dir(tmp_path):
