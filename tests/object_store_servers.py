@@ -72,7 +72,7 @@ def isolate_cloud_credentials(monkeypatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
     closed = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("GCE_METADATA_HOST", closed)
     monkeypatch.setenv("GCE_METADATA_IP", closed)

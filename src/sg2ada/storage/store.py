@@ -50,16 +50,18 @@ def _protocol(uri: str) -> str:
     return protocol or "file"
 
 
-def _filesystem_class(protocol: str):
+def _filesystem(protocol: str):
+    """The fsspec class for `protocol` and the extra arguments it needs here."""
     import fsspec
 
     if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
         # gcsfs's default class asks Google's storage-control API for the bucket type, which an
-        # emulator does not have; the JSON-API class talks to the emulator only.
+        # emulator does not have: the JSON-API class talks to the emulator only. An emulator takes
+        # no credentials, and looking them up would probe the GCE metadata server for seconds.
         from gcsfs.core import GCSFileSystem
 
-        return GCSFileSystem
-    return fsspec.get_filesystem_class(protocol)
+        return GCSFileSystem, {"token": "anon"}
+    return fsspec.get_filesystem_class(protocol), {}
 
 
 def open_store(uri: str, *, what: str = "--backup-uri") -> Store:
@@ -71,7 +73,7 @@ def open_store(uri: str, *, what: str = "--backup-uri") -> Store:
     protocol = _protocol(uri)
     package = _PACKAGES.get(protocol)
     try:
-        cls = _filesystem_class(protocol)
+        cls, kwargs = _filesystem(protocol)
     except ImportError as e:
         need = f"the {package} package" if package else f"a package that is not installed ({short_error(e)})"
         raise UserError(f"{what} {uri}: {protocol}:// needs {need}; pip install 'sg2ada[cloud]'") from e
@@ -79,7 +81,7 @@ def open_store(uri: str, *, what: str = "--backup-uri") -> Store:
         raise UserError(f"{what} {uri}: unknown storage protocol {protocol}://; use s3://, gs://, az://, "
                         "abfs://, file:// or a local path") from e
     try:
-        fs = cls(skip_instance_cache=True, **cls._get_kwargs_from_urls(uri))
+        fs = cls(skip_instance_cache=True, **kwargs, **cls._get_kwargs_from_urls(uri))
         root = cls._strip_protocol(uri).rstrip("/")
     except Exception as e:  # noqa: BLE001  (each backend raises its own types for bad settings)
         raise UserError(f"{what} {uri}: cannot open it ({short_error(e)}); "

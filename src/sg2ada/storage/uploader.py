@@ -108,6 +108,7 @@ class Uploader:
             if key not in self._pending:  # a newer job with this key replaces the failed one
                 self._pending[key] = job
                 self._pending.move_to_end(key, last=False)
+            self._busy = False  # it waits in the queue again
             self._cond.notify_all()
             delay = min(self.retry_sec * 2 ** (self.failures - 1), self.max_retry_sec)
             deadline = time.monotonic() + delay
