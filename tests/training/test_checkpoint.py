@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
-from object_store_servers import gcs, s3  # noqa: F401  (fixtures)
+from object_store_servers import FaultProxy, gcs, s3  # noqa: F401  (fixtures)
 
 from sg2ada.errors import UserError
 from sg2ada.storage import open_store
@@ -280,6 +280,30 @@ def test_backup_reuploads_files_left_by_an_interrupted_upload(tmp_path):
     k.close()
     assert store.read_bytes("checkpoints/ckpt-1.data-00000-of-00001") != b"stale"
     assert fetch_run(uri, str(tmp_path / "fresh")).endswith("ckpt-1")
+
+
+def test_backup_uploads_checkpoint_data_then_index_then_state_then_prunes(s3, tmp_path, monkeypatch):
+    """The order of the requests the S3 server received: a checkpoint is named by the bucket's state
+    file only after all its files are there, and pruned ones go only after that."""
+    server, bucket = s3
+    proxy = FaultProxy(server.port)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        t, it = _state()
+        backup = Backup(f"s3://{bucket}/runs/00001-fake")
+        k = CheckpointKeeper(_items(t, it), str(tmp_path / "checkpoints"), keep=1, backup=backup)
+        for _ in range(2):
+            _run(t, it, 1)
+            k.save()
+            assert backup.flush(60)  # else the second save's upload would replace the first's
+        k.close()
+    finally:
+        proxy.stop()
+    ops = [(m, p.split("?")[0].rsplit("/", 1)[-1]) for m, p, status in proxy.requests
+           if status in (200, 204) and "/checkpoints/" in p and m in ("PUT", "DELETE")]
+    assert ops == [("PUT", "ckpt-1.data-00000-of-00001"), ("PUT", "ckpt-1.index"), ("PUT", "checkpoint"),
+                   ("PUT", "ckpt-2.data-00000-of-00001"), ("PUT", "ckpt-2.index"), ("PUT", "checkpoint"),
+                   ("DELETE", "ckpt-1.data-00000-of-00001"), ("DELETE", "ckpt-1.index")]
 
 
 def test_backup_to_an_unwritable_location_is_one_line_and_writes_nothing(s3, tmp_path):
