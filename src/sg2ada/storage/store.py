@@ -120,26 +120,20 @@ class Store:
         """Upload `local` to `rel`, appearing only complete; LocalFileMissing if `local` is gone."""
         if not os.path.isfile(local):
             raise LocalFileMissing(local)
-        dst = self._path(rel)
-        if self.whole_objects:
-            self.fs.put_file(local, dst)
-            return
-        tmp = self._tmp(dst)
-        try:
-            self.fs.put_file(local, tmp)
-            self.fs.mv(tmp, dst)
-        except BaseException:
-            self._discard(tmp)
-            raise
+        self._write(rel, lambda path: self.fs.put_file(local, path))
 
     def put_bytes(self, data: bytes, rel: str) -> None:
+        self._write(rel, lambda path: self.fs.pipe_file(path, data))
+
+    def _write(self, rel: str, upload) -> None:
+        """upload(path) in place on an object store, else under a temporary name renamed to `rel`."""
         dst = self._path(rel)
         if self.whole_objects:
-            self.fs.pipe_file(dst, data)
+            upload(dst)
             return
         tmp = self._tmp(dst)
         try:
-            self.fs.pipe_file(tmp, data)
+            upload(tmp)
             self.fs.mv(tmp, dst)
         except BaseException:
             self._discard(tmp)

@@ -41,8 +41,8 @@ from sg2ada.training.run_dir import _RUN_ID, CHECKPOINT_SUBDIR, LOG_FILE, OPTION
 
 STATE_FILE = "checkpoint"  # CheckpointManager's state file name
 RUN_FILES = (OPTIONS_FILE, STATS_FILE, LOG_FILE)  # mirrored every tick, fetched on resume
-_CKPT_RE = re.compile(r"^ckpt-(\d+)\.index$")
-_CKPT_FILE_RE = re.compile(r"^(ckpt-\d+)\.(index|data-(\d+)-of-(\d+))$")
+# A checkpoint file: name ckpt-N, then index or data shard i of n.
+_CKPT_FILE_RE = re.compile(r"^(?P<name>ckpt-(?P<n>\d+))\.(?:index|data-(?P<shard>\d+)-of-(?P<shards>\d+))$")
 _STATE_PATH_RE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "(.*)"$', re.M)
 
 
@@ -81,9 +81,9 @@ def list_checkpoints(directory: str) -> list[str]:
             return recorded
     found = []
     for path in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
-        m = _CKPT_RE.match(os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path[: -len(".index")]))
+        m = _CKPT_FILE_RE.match(os.path.basename(path))
+        if m and m["shard"] is None:
+            found.append((int(m["n"]), path[: -len(".index")]))
     return [p for _, p in sorted(found, reverse=True)]
 
 
@@ -149,7 +149,7 @@ class Backup:
         self.store.put_bytes(state, f"{rel}/{STATE_FILE}")
         keep = set(names)
         stale = [f for f in remote if f.startswith("ckpt-") and
-                 ((m := _CKPT_FILE_RE.match(f)) is None or m.group(1) not in keep)]
+                 ((m := _CKPT_FILE_RE.match(f)) is None or m["name"] not in keep)]
         self.store.delete([f"{rel}/{f}" for f in stale])
 
     def flush(self, timeout_sec: float | None = None) -> bool:
@@ -185,8 +185,8 @@ def _complete_checkpoint(store: Store, rel: str) -> tuple[str, list[str]] | None
         shards = {}
         for f in files:
             m = _CKPT_FILE_RE.match(f)
-            if m and m.group(1) == name and m.group(3) is not None:
-                shards[int(m.group(3))] = (f, int(m.group(4)))
+            if m and m["name"] == name and m["shard"] is not None:
+                shards[int(m["shard"])] = (f, int(m["shards"]))
         total = {n for _, n in shards.values()}
         if f"{name}.index" in files and len(total) == 1 and sorted(shards) == list(range(total.pop())):
             return name, [shards[i][0] for i in sorted(shards)] + [f"{name}.index"]
