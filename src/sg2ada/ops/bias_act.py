@@ -66,7 +66,9 @@ def _leaky_relu(x, alpha):
     @tf.custom_gradient
     def f(x):
         y = tf.nn.leaky_relu(x, alpha=alpha)
-        return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=alpha)
+        # stop_gradient: the gradient is piecewise constant in y (exactly zero derivative), and a
+        # path back through y would rebuild TF's LeakyReluGrad on the input in second-order graphs.
+        return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=tf.stop_gradient(y), alpha=alpha)
 
     return f(x)
 

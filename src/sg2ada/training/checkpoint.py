@@ -37,7 +37,7 @@ from sg2ada.errors import UserError
 from sg2ada.networks.snapshot import META_FILE as SNAPSHOT_META_FILE
 from sg2ada.storage import Store, Uploader, open_store
 from sg2ada.training.monitor import STATS_FILE
-from sg2ada.training.run_dir import _RUN_ID, CHECKPOINT_SUBDIR, LOG_FILE, OPTIONS_FILE
+from sg2ada.training.run_dir import _RUN_ID, CHECKPOINT_SUBDIR, LOG_FILE, OPTIONS_FILE, atomic_write_text
 
 STATE_FILE = "checkpoint"  # CheckpointManager's state file name
 RUN_FILES = (OPTIONS_FILE, STATS_FILE, LOG_FILE)  # mirrored every tick, fetched on resume
@@ -214,7 +214,8 @@ def fetch_run(uri: str, local_dir: str) -> str | None:
     ckpt_dir = os.path.join(local_dir, CHECKPOINT_SUBDIR)
     for f in files:
         store.get_file(f"{CHECKPOINT_SUBDIR}/{f}", os.path.join(ckpt_dir, f))
-    tf.compat.v1.train.update_checkpoint_state(ckpt_dir, name, all_model_checkpoint_paths=[name])
+    atomic_write_text(os.path.join(ckpt_dir, STATE_FILE),  # CheckpointManager's text format
+                      f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
     return os.path.join(ckpt_dir, name)
 
 
