@@ -12,6 +12,7 @@ one line at start instead of as failed uploads later.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -80,6 +81,10 @@ def open_store(uri: str, *, what: str = "--backup-uri") -> Store:
     except ValueError as e:
         raise UserError(f"{what} {uri}: unknown storage protocol {protocol}://; use s3://, gs://, az://, "
                         "abfs://, file:// or a local path") from e
+    if package == "gcsfs" and logging.getLogger("gcsfs").level == logging.NOTSET:
+        # gcsfs logs every retry and fallback with tracebacks; its final error reaches the user as
+        # one line from here or from the uploader.
+        logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     try:
         fs = cls(skip_instance_cache=True, **kwargs, **cls._get_kwargs_from_urls(uri))
         root = cls._strip_protocol(uri).rstrip("/")
