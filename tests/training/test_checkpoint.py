@@ -1,6 +1,7 @@
 """CheckpointKeeper on the real Trainer at 8x8: full-state round trip, crash-safety of the write order,
-fallback past damaged checkpoints, --keep, --backup-uri, and refusing a checkpoint of another
-configuration."""
+fallback past damaged checkpoints, --keep, refusing a checkpoint of another configuration, and
+--backup-uri: the mirror of a run on a mounted path, a loopback S3 server and a GCS emulator,
+fetch_run and latest_run."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from object_store_servers import FaultProxy, gcs, s3  # noqa: F401  (fixtures)
 
 from sg2ada.errors import UserError
+from sg2ada.storage import open_store
 from sg2ada.training.checkpoint import (
     Backup,
     CheckpointCorruptWarning,
     CheckpointKeeper,
+    fetch_run,
+    latest_run,
     list_checkpoints,
     orphaned_files,
 )
@@ -193,25 +198,122 @@ def test_mismatched_checkpoint_is_a_user_error(trainer, tmp_path):
         CheckpointKeeper(other, str(tmp_path)).restore()
 
 
-def test_backup_mirrors_checkpoints_state_last_and_prunes(trainer, tmp_path):
-    backup = Backup(str(tmp_path / "mnt" / "run"))
-    k = CheckpointKeeper(trainer.checkpoint_items(), str(tmp_path / "local"), keep=2, backup=backup)
-    for _ in range(3):
-        _run(trainer, 1)
+@pytest.fixture(params=["local", "s3", "gs"])
+def backup_root(request, tmp_path):
+    """Where --backup-uri points: a mounted path, or a bucket on a loopback S3 server / GCS emulator."""
+    if request.param == "local":
+        return str(tmp_path / "mnt")
+    _server, bucket = request.getfixturevalue("s3" if request.param == "s3" else "gcs")
+    return f"{request.param}://{bucket}/runs"
+
+
+def _fake_run(tmp_path, t, keep=2, saves=3, **backup_kwargs):
+    """A run directory with its files, `saves` checkpoints and a snapshot, backed up to `uri`."""
+    run_dir = tmp_path / "local" / "00003-fake"
+    run_dir.mkdir(parents=True)
+    for name, text in [("training_options.json", '{"cfg": "tiny"}'), ("stats.jsonl", "{}\n"), ("log.txt", "hi\n")]:
+        (run_dir / name).write_text(text)
+    backup = Backup(backup_kwargs.pop("uri"), retry_sec=0.05, **backup_kwargs)
+    k = CheckpointKeeper(t.checkpoint_items(), str(run_dir / "checkpoints"), keep=keep, backup=backup)
+    for _ in range(saves):
+        _run(t, 1)
         k.save()
-    remote = tmp_path / "mnt" / "run" / "checkpoints"
-    names = sorted(p.name for p in remote.iterdir())
-    assert names == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-3.data-00000-of-00001",
-                     "ckpt-3.index"]
-    want = _values(trainer)
-    _run(trainer, 1)
-    assert CheckpointKeeper(trainer.checkpoint_items(), str(remote)).restore().endswith("ckpt-3")
-    _assert_same(_values(trainer), want)
-    snap = tmp_path / "snap"
+    backup.copy_run_files(str(run_dir))
+    snap = run_dir / "network-snapshot-000001"
     (snap / "sub").mkdir(parents=True)
     (snap / "sub" / "w.npz").write_bytes(b"abc")
-    backup.copy_tree(str(snap), "network-snapshot-000001")
-    assert (tmp_path / "mnt" / "run" / "network-snapshot-000001" / "sub" / "w.npz").read_bytes() == b"abc"
+    (snap / "snapshot.json").write_text("{}")
+    backup.copy_tree(str(snap), snap.name)
+    return run_dir, k
+
+
+def test_backup_mirrors_the_run_prunes_per_keep_and_fetch_run_restores_it(trainer, backup_root, tmp_path):
+    t = trainer
+    uri = f"{backup_root}/00003-fake"
+    run_dir, k = _fake_run(tmp_path, t, uri=uri)
+    want = _values(t)
+    assert k.backup.flush(60)
+    remote = open_store(uri)
+    assert remote.list("checkpoints") == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index",
+                                          "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    assert remote.read_bytes("network-snapshot-000001/sub/w.npz") == b"abc"
+    assert remote.read_bytes("log.txt") == b"hi\n"
+    k.close()
+
+    fresh = tmp_path / "fresh"
+    assert fetch_run(uri, str(fresh)) == str(fresh / "checkpoints" / "ckpt-3")
+    for name in ("training_options.json", "stats.jsonl", "log.txt"):
+        assert (fresh / name).read_bytes() == (run_dir / name).read_bytes()
+    assert sorted(p.name for p in (fresh / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    _run(t, 1)  # move away from the backed-up state, then fetch it back
+    k2 = CheckpointKeeper(t.checkpoint_items(), str(fresh / "checkpoints"), keep=2)
+    assert k2.restore().endswith("ckpt-3")
+    _assert_same(_values(t), want)
+    _run(t, 1)
+    assert k2.save().endswith("ckpt-4")  # numbering continues after the fetched checkpoint
+
+    # The newest run with a complete checkpoint; a newer run that has none yet does not count.
+    open_store(f"{backup_root}/00007-fake").put_bytes(b"{}", "training_options.json")
+    open_store(f"{backup_root}/00009-fake").put_bytes(b"{}", "checkpoints/ckpt-1.index")
+    assert latest_run(backup_root) == uri
+    assert latest_run(f"{backup_root}/00009-fake") is None
+
+
+def test_fetch_run_skips_a_checkpoint_that_is_not_complete_in_the_bucket(trainer, tmp_path):
+    uri = str(tmp_path / "mnt" / "00001-fake")
+    _run_dir, k = _fake_run(tmp_path, trainer, uri=uri)
+    k.close()
+    store = open_store(uri)
+    store.delete(["checkpoints/ckpt-3.data-00000-of-00001"])  # a damaged backup: newest data gone
+    assert fetch_run(uri, str(tmp_path / "fresh")).endswith("ckpt-2")
+    store.delete(["checkpoints/ckpt-2.index"])
+    assert fetch_run(uri, str(tmp_path / "fresh2")) is None
+    assert (tmp_path / "fresh2" / "training_options.json").exists()
+    with pytest.raises(UserError, match="nothing there"):
+        fetch_run(str(tmp_path / "mnt" / "00002-none"), str(tmp_path / "fresh3"))
+
+
+def test_backup_reuploads_files_left_by_an_interrupted_upload(trainer, tmp_path):
+    """A checkpoint name not recorded by the backup's state file may hold files of an interrupted
+    upload from an earlier session (same number, other content): they are uploaded again."""
+    uri = str(tmp_path / "mnt" / "00001-fake")
+    store = open_store(uri)
+    store.put_bytes(b"stale", "checkpoints/ckpt-1.data-00000-of-00001")
+    _run_dir, k = _fake_run(tmp_path, trainer, uri=uri, saves=1)
+    k.close()
+    assert store.read_bytes("checkpoints/ckpt-1.data-00000-of-00001") != b"stale"
+    assert fetch_run(uri, str(tmp_path / "fresh")).endswith("ckpt-1")
+
+
+def test_backup_uploads_checkpoint_data_then_index_then_state_then_prunes(trainer, s3, tmp_path, monkeypatch):
+    """The order of the requests the S3 server received: a checkpoint is named by the bucket's state
+    file only after all its files are there, and pruned ones go only after that."""
+    server, bucket = s3
+    proxy = FaultProxy(server.port)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        backup = Backup(f"s3://{bucket}/runs/00001-fake")
+        k = CheckpointKeeper(trainer.checkpoint_items(), str(tmp_path / "checkpoints"), keep=1, backup=backup)
+        for _ in range(2):
+            _run(trainer, 1)
+            k.save()
+            assert backup.flush(60)  # else the second save's upload would replace the first's
+        k.close()
+    finally:
+        proxy.stop()
+    ops = [(m, p.split("?")[0].rsplit("/", 1)[-1]) for m, p, status in proxy.requests
+           if status in (200, 204) and "/checkpoints/" in p and m in ("PUT", "DELETE")]
+    assert ops == [("PUT", "ckpt-1.data-00000-of-00001"), ("PUT", "ckpt-1.index"), ("PUT", "checkpoint"),
+                   ("PUT", "ckpt-2.data-00000-of-00001"), ("PUT", "ckpt-2.index"), ("PUT", "checkpoint"),
+                   ("DELETE", "ckpt-1.data-00000-of-00001"), ("DELETE", "ckpt-1.index")]
+
+
+def test_backup_to_an_unwritable_location_is_one_line_and_writes_nothing(s3, tmp_path):
+    with pytest.raises(UserError) as e:
+        Backup("s3://no-such-bucket-sg2ada/runs/00001-x")
+    assert "\n" not in str(e.value) and "--backup-uri s3://no-such-bucket-sg2ada/runs/00001-x" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_non_chief_saves_to_a_private_temp_dir(trainer, tmp_path):

@@ -39,7 +39,7 @@ class ActivationSpec:
 activation_funcs = {
     "linear": ActivationSpec(lambda x, alpha: x, 0.0, 1.0),
     "relu": ActivationSpec(lambda x, alpha: tf.nn.relu(x), 0.0, math.sqrt(2)),
-    "lrelu": ActivationSpec(lambda x, alpha: tf.nn.leaky_relu(x, alpha=alpha), 0.2, math.sqrt(2)),
+    "lrelu": ActivationSpec(lambda x, alpha: _leaky_relu(x, alpha), 0.2, math.sqrt(2)),
     "tanh": ActivationSpec(lambda x, alpha: tf.math.tanh(x), 0.0, 1.0),
     "sigmoid": ActivationSpec(lambda x, alpha: tf.math.sigmoid(x), 0.0, 1.0),
     "elu": ActivationSpec(lambda x, alpha: tf.nn.elu(x), 0.0, 1.0),
@@ -49,6 +49,28 @@ activation_funcs = {
     # again; the product form gives exact second-order gradients.
     "swish": ActivationSpec(lambda x, alpha: tf.math.sigmoid(x) * x, 0.0, math.sqrt(2)),
 }
+
+
+def _leaky_relu(x, alpha):
+    """tf.nn.leaky_relu whose gradient reads the output instead of the input, as TF's relu does.
+
+    TensorFlow's own LeakyRelu gradient reads the input (the bias add), which grappler's remapper
+    fuses away into Conv2D+BiasAdd+LeakyRelu: it then refuses the rewrite with an error-level log
+    line ("remapper failed ... LeakyReluGrad exist for missing node"). With alpha >= 0 the output
+    has the input's sign, so LeakyReluGrad(dy, y) is the same gradient; it is differentiable again
+    (LeakyReluGrad has a registered gradient), so R1 and path length regularization still work.
+    """
+    if alpha < 0:
+        return tf.nn.leaky_relu(x, alpha=alpha)
+
+    @tf.custom_gradient
+    def f(x):
+        y = tf.nn.leaky_relu(x, alpha=alpha)
+        # stop_gradient: the gradient is piecewise constant in y (exactly zero derivative), and a
+        # path back through y would rebuild TF's LeakyReluGrad on the input in second-order graphs.
+        return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=tf.stop_gradient(y), alpha=alpha)
+
+    return f(x)
 
 
 def bias_act(x, b=None, act="linear", alpha=None, gain=None, clamp=None):

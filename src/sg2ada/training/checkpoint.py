@@ -15,13 +15,15 @@ checks both orderings and the SIGKILL test in `test_resume.py` checks it end to 
 A checkpoint that fails to read (truncated or bit-flipped files: the bundle format checksums every
 tensor) is skipped with a warning and the next older one is restored instead.
 
-`--backup-uri` mirrors checkpoints (and, via `Backup.copy_tree`, snapshots) to any `tf.io.gfile`
-location; files are copied under a temporary name and renamed, and the backup's state file is written
-last, so the backup is as crash-safe as the local copy.
+`--backup-uri` mirrors the run (checkpoints, snapshots, the run's own files) to remote storage
+(`sg2ada.storage`: S3, GCS, Azure, any fsspec location) from a background thread; `fetch_run` and
+`latest_run` bring a backed-up run back for `--resume`. The backup's checkpoint state file is
+uploaded after the checkpoint files it names, so the backup is as crash-safe as the local copy.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -32,9 +34,16 @@ import warnings
 import tensorflow as tf
 
 from sg2ada.errors import UserError
+from sg2ada.networks.snapshot import META_FILE as SNAPSHOT_META_FILE
+from sg2ada.storage import Store, Uploader, open_store
+from sg2ada.training.monitor import STATS_FILE
+from sg2ada.training.run_dir import _RUN_ID, CHECKPOINT_SUBDIR, LOG_FILE, OPTIONS_FILE, atomic_write_text
 
 STATE_FILE = "checkpoint"  # CheckpointManager's state file name
-_CKPT_RE = re.compile(r"^ckpt-(\d+)\.index$")
+RUN_FILES = (OPTIONS_FILE, STATS_FILE, LOG_FILE)  # mirrored every tick, fetched on resume
+# A checkpoint file: name ckpt-N, then index or data shard i of n.
+_CKPT_FILE_RE = re.compile(r"^(?P<name>ckpt-(?P<n>\d+))\.(?:index|data-(?P<shard>\d+)-of-(?P<shards>\d+))$")
+_STATE_PATH_RE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "(.*)"$', re.M)
 
 
 class CheckpointCorruptWarning(UserWarning):
@@ -68,56 +77,152 @@ def list_checkpoints(directory: str) -> list[str]:
             return recorded
     found = []
     for path in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
-        m = _CKPT_RE.match(os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path[: -len(".index")]))
+        m = _CKPT_FILE_RE.match(os.path.basename(path))
+        if m and m["shard"] is None:
+            found.append((int(m["n"]), path[: -len(".index")]))
     return [p for _, p in sorted(found, reverse=True)]
 
 
 class Backup:
-    """Mirror of run files at a `tf.io.gfile` URI (a mounted path, gs://, s3://, hdfs://...)."""
+    """Mirror of a run directory at a remote URI (see `sg2ada.storage`), uploaded in the background.
 
-    def __init__(self, uri: str):
-        self.uri = uri.rstrip("/")
-        try:
-            tf.io.gfile.makedirs(self.uri)
-        except Exception as e:
-            raise UserError(f"--backup-uri {uri}: cannot create it ({e}); give a writable location") from e
+    The constructor checks that it can write there (a UserError otherwise). Every method returns at
+    once; one thread uploads, in order, retrying until the store answers. Checkpoint files go up
+    data first and index next, then the state file (naming only checkpoints complete there), then
+    checkpoints beyond --keep are deleted there; a snapshot's snapshot.json goes up after its
+    weights. A reader of the bucket never takes a half-uploaded checkpoint or snapshot for whole.
+    """
 
-    def _join(self, rel: str) -> str:
-        return f"{self.uri}/{rel}" if rel else self.uri
+    def __init__(self, uri: str, *, flush_timeout_sec: float = 600.0, retry_sec: float = 1.0,
+                 max_retry_sec: float = 60.0, log=print):
+        self.store = open_store(uri, what="--backup-uri")
+        self.store.check_access()
+        self.uri = self.store.uri
+        self.flush_timeout_sec = flush_timeout_sec
+        self.uploader = Uploader(self.uri, retry_sec=retry_sec, max_retry_sec=max_retry_sec, log=log)
+        self._uploaded: set[str] = set()  # checkpoints this process uploaded completely
 
     def copy_file(self, local: str, rel: str) -> None:
-        dst = self._join(rel)
-        tf.io.gfile.makedirs(os.path.dirname(dst))
-        tmp = dst + ".tmp-backup"
-        tf.io.gfile.copy(local, tmp, overwrite=True)
-        tf.io.gfile.rename(tmp, dst, overwrite=True)
+        self.uploader.submit(f"file:{rel}", functools.partial(self.store.put_file, local, rel))
+
+    def copy_run_files(self, run_dir: str) -> None:
+        """The run's own files (options, stats, log), as they are when the upload runs."""
+        for name in RUN_FILES:
+            path = os.path.join(run_dir, name)
+            if os.path.exists(path):
+                self.copy_file(path, name)
 
     def copy_tree(self, local_dir: str, rel: str) -> None:
-        for root, _dirs, files in os.walk(local_dir):
-            sub = os.path.relpath(root, local_dir)
-            for name in sorted(files):
-                r = rel if sub == "." else f"{rel}/{sub}"
-                self.copy_file(os.path.join(root, name), f"{r}/{name}")
+        """A network snapshot directory; its snapshot.json last."""
+        self.uploader.submit(f"tree:{rel}", functools.partial(
+            self.store.put_tree, local_dir, rel, last=(SNAPSHOT_META_FILE,)))
 
-    def sync_checkpoints(self, local_dir: str, prefixes: list[str], rel: str = "checkpoints") -> None:
-        """Copy the managed checkpoints that are not there yet, then the state file, then prune."""
-        dst_dir = self._join(rel)
-        tf.io.gfile.makedirs(dst_dir)
-        keep = set()
-        for prefix in prefixes:
-            for path in tf.io.gfile.glob(prefix + ".*"):
-                name = os.path.basename(path)
-                keep.add(name)
-                if not tf.io.gfile.exists(f"{dst_dir}/{name}"):
-                    self.copy_file(path, f"{rel}/{name}")
-        state = os.path.join(local_dir, STATE_FILE)
-        if os.path.exists(state):  # last: the backup points only at fully copied checkpoints
-            self.copy_file(state, f"{rel}/{STATE_FILE}")
-        for path in tf.io.gfile.glob(f"{dst_dir}/ckpt-*"):
-            if os.path.basename(path) not in keep and not path.endswith(".tmp-backup"):
-                tf.io.gfile.remove(path)
+    def sync_checkpoints(self, local_dir: str, prefixes: list[str], rel: str = CHECKPOINT_SUBDIR) -> None:
+        """Mirror the managed checkpoints `prefixes` (newest last) and the state file that names them."""
+        try:
+            with open(os.path.join(local_dir, STATE_FILE), "rb") as f:
+                state = f.read()  # read now: by upload time it may name a newer checkpoint
+        except FileNotFoundError:
+            return
+        names = [os.path.basename(p) for p in prefixes]
+        self.uploader.submit(f"checkpoints:{rel}",
+                             functools.partial(self._sync_checkpoints, local_dir, names, state, rel))
+
+    def _sync_checkpoints(self, local_dir: str, names: list[str], state: bytes, rel: str) -> None:
+        remote = self.store.list(rel)
+        # Complete there: named by the backup's state file, or uploaded by us. Other files of the
+        # same name may be left by an interrupted upload of an earlier session, so they go up again.
+        complete = set(self._uploaded)
+        if STATE_FILE in remote:
+            complete.update(_recorded_names(self.store.read_bytes(f"{rel}/{STATE_FILE}").decode("utf-8", "replace")))
+        for name in names:
+            if name in complete and f"{name}.index" in remote:
+                continue
+            data = sorted(glob.glob(os.path.join(glob.escape(local_dir), f"{name}.data-*")))
+            for path in [*data, os.path.join(local_dir, f"{name}.index")]:
+                self.store.put_file(path, f"{rel}/{os.path.basename(path)}")
+            self._uploaded.add(name)
+        self.store.put_bytes(state, f"{rel}/{STATE_FILE}")
+        keep = set(names)
+        stale = [f for f in remote if f.startswith("ckpt-") and
+                 ((m := _CKPT_FILE_RE.match(f)) is None or m["name"] not in keep)]
+        self.store.delete([f"{rel}/{f}" for f in stale])
+
+    def flush(self, timeout_sec: float | None = None) -> bool:
+        """Wait for the uploads submitted so far; False if `timeout_sec` passed first."""
+        return self.uploader.flush(timeout_sec)
+
+    def close(self, timeout_sec: float | None = None) -> bool:
+        """Finish the uploads (at most `timeout_sec`, default flush_timeout_sec) and stop the thread."""
+        return self.uploader.close(self.flush_timeout_sec if timeout_sec is None else timeout_sec)
+
+
+def _recorded_names(state_text: str) -> list[str]:
+    """Checkpoint names in a CheckpointManager state file's text, newest first."""
+    latest, recorded = None, []
+    for field, path in _STATE_PATH_RE.findall(state_text):
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        if field == "model_checkpoint_path":
+            latest = name
+        elif name not in recorded:
+            recorded.append(name)
+    recorded.reverse()
+    if latest is not None:
+        recorded = [latest] + [n for n in recorded if n != latest]
+    return recorded
+
+
+def _complete_checkpoint(store: Store, rel: str) -> tuple[str, list[str]] | None:
+    """The newest checkpoint under `rel` of `store` that is complete there, as (name, its files)."""
+    files = store.list(rel)
+    if STATE_FILE not in files:
+        return None
+    for name in _recorded_names(store.read_bytes(f"{rel}/{STATE_FILE}").decode("utf-8", "replace")):
+        shards = {}
+        for f in files:
+            m = _CKPT_FILE_RE.match(f)
+            if m and m["name"] == name and m["shard"] is not None:
+                shards[int(m["shard"])] = (f, int(m["shards"]))
+        total = {n for _, n in shards.values()}
+        if f"{name}.index" in files and len(total) == 1 and sorted(shards) == list(range(total.pop())):
+            return name, [shards[i][0] for i in sorted(shards)] + [f"{name}.index"]
+    return None
+
+
+def fetch_run(uri: str, local_dir: str) -> str | None:
+    """Download a backed-up run for `--resume`: its RUN_FILES and its newest complete checkpoint.
+
+    Writes `local_dir/<run file>` and `local_dir/checkpoints/` (data, index, then a state file naming
+    only that checkpoint, so an interrupted fetch never leaves a state file pointing at missing
+    files). Returns the local checkpoint prefix, or None if the backup has no complete checkpoint.
+    """
+    store = open_store(uri, what="--resume")
+    present = store.children()
+    if not present:
+        raise UserError(f"--resume {uri}: nothing there; give the backup of one run (<--backup-uri>/<run name>)")
+    for name in RUN_FILES:
+        if name in present:
+            store.get_file(name, os.path.join(local_dir, name))
+    found = _complete_checkpoint(store, CHECKPOINT_SUBDIR)
+    if found is None:
+        return None
+    name, files = found
+    ckpt_dir = os.path.join(local_dir, CHECKPOINT_SUBDIR)
+    for f in files:
+        store.get_file(f"{CHECKPOINT_SUBDIR}/{f}", os.path.join(ckpt_dir, f))
+    atomic_write_text(os.path.join(ckpt_dir, STATE_FILE),  # CheckpointManager's text format
+                      f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    return os.path.join(ckpt_dir, name)
+
+
+def latest_run(uri: str) -> str | None:
+    """The URI of the highest-numbered run under a `--backup-uri` that has a complete checkpoint."""
+    store = open_store(uri, what="--backup-uri")
+    runs = sorted(((int(m.group(1)), n) for n in store.children() if (m := _RUN_ID.match(n))), reverse=True)
+    for _, name in runs:
+        if _complete_checkpoint(store, f"{name}/{CHECKPOINT_SUBDIR}") is not None:
+            return store.url(name)
+    return None
 
 
 class CheckpointKeeper:
@@ -130,7 +235,7 @@ class CheckpointKeeper:
     """
 
     def __init__(self, items: dict, directory: str, *, keep: int | None = 5, chief: bool = True,
-                 backup: Backup | None = None, backup_rel: str = "checkpoints"):
+                 backup: Backup | None = None, backup_rel: str = CHECKPOINT_SUBDIR):
         if keep is not None and keep < 1:
             raise UserError(f"--keep {keep}: keep at least 1 checkpoint")
         self.items = dict(items)
@@ -201,9 +306,12 @@ class CheckpointKeeper:
         raise UserError(f"--resume {directory}: every checkpoint there is unreadable ({', '.join(errors)}); "
                         "restore the directory from a backup (--backup-uri)")
 
-    def close(self) -> None:
+    def close(self, backup_timeout_sec: float | None = None) -> None:
+        """Remove a worker's temporary directory; wait for the backup uploads (bounded) and stop them."""
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        if self.backup is not None:
+            self.backup.close(backup_timeout_sec)
 
 
 def _short(e: Exception) -> str:
