@@ -18,9 +18,11 @@ Exit status: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGINT after saving a che
 from __future__ import annotations
 
 import argparse
+import atexit
 import glob
 import os
 import shutil
+import tempfile
 
 from sg2ada.errors import UserError
 
@@ -55,8 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-limit", type=float, metavar="MIN", help="end the session after this many minutes, "
                    "with a final snapshot and checkpoint (continue later with --resume)")
     g.add_argument("--keep", type=int, metavar="N", help="checkpoints to keep [default: 5]")
-    g.add_argument("--backup-uri", metavar="URI", help="also copy checkpoints and snapshots to this tf.io.gfile "
-                   "location (a mounted path, gs://...)")
+    g.add_argument("--backup-uri", metavar="URI", help="also copy checkpoints, snapshots and logs, in the "
+                   "background, to this location: s3://, gs://, az://, any fsspec URL or a mounted path "
+                   "(`pip install 'sg2ada[cloud]'` for the object stores)")
     d = p.add_argument_group("dataset")
     d.add_argument("--data", metavar="PATH", help="training data: a folder from `sg2ada dataset`")
     _flag(d, "--cond", "train a conditional model on the dataset labels [default: false]")
@@ -105,17 +108,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # Running
 
 
-def _run_to_continue(resume: str | None, outdir: str | None, dry_run: bool) -> str | None:
-    """The run directory `--resume` names, or None when it names weights (transfer learning) or when
-    `--resume latest` finds no run yet (so a restarted job can use one command from its first start)."""
+def _run_to_continue(resume: str | None, outdir: str | None, dry_run: bool, backup_uri: str | None) -> str | None:
+    """The run directory `--resume` names (fetched first when it is a backup in a bucket), or None
+    when it names weights (transfer learning) or when `--resume latest` finds no run yet, locally or
+    under --backup-uri (so a restarted job can use one command from its very first start)."""
+    from sg2ada.training.checkpoint import latest_run
     from sg2ada.training.run_dir import CHECKPOINT_SUBDIR, is_run_dir, latest_run_dir
 
     if resume is None or resume == "noresume":  # NVIDIA's spelling of "no transfer learning"
         return None
+    if _is_backed_up_run(resume):
+        return _fetch_backed_up_run(resume, outdir, dry_run)
     if resume == "latest":
         if not outdir:
             raise UserError("--resume latest needs --outdir to look in")
         found = latest_run_dir(outdir)
+        if found is None and backup_uri:  # a fresh machine: the run lives on in the bucket
+            uri = latest_run(backup_uri)
+            if uri is not None:
+                return _fetch_backed_up_run(uri, outdir, dry_run)
         if found is None:
             print(f"Note: --resume latest: no run with checkpoints in {outdir} yet; starting a new run")
         return found
@@ -129,6 +140,36 @@ def _run_to_continue(resume: str | None, outdir: str | None, dry_run: bool) -> s
     # run); a dry run only shows options, so it does not insist that local weights exist yet.
     check_resume_spec(resume, must_exist=not dry_run)
     return None
+
+
+def _is_backed_up_run(resume: str) -> bool:
+    """s3://, gs://, az://... a run directory backed up with --backup-uri (URLs of weights are http(s))."""
+    return "://" in resume and not resume.startswith(("http://", "https://", "file://")) and \
+        not resume.endswith(".pkl")
+
+
+def _fetch_backed_up_run(uri: str, outdir: str | None, dry_run: bool) -> str:
+    """The backed-up run `uri` as a local run directory `<outdir>/<its name>`: an existing local copy
+    with checkpoints is continued as it is; otherwise the run's files and its newest complete
+    checkpoint are fetched (into a temporary folder for a dry run, which writes nothing)."""
+    from sg2ada.training.checkpoint import fetch_run, list_checkpoints
+    from sg2ada.training.run_dir import CHECKPOINT_SUBDIR
+
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    if dry_run:
+        local = os.path.join(tempfile.mkdtemp(prefix="sg2ada-dry-run-"), name)
+        atexit.register(shutil.rmtree, os.path.dirname(local), True)
+    elif not outdir:
+        raise UserError(f"--resume {uri}: give --outdir, where the run continues on this machine")
+    else:
+        local = os.path.join(outdir, name)
+        if list_checkpoints(os.path.join(local, CHECKPOINT_SUBDIR)):
+            print(f"Note: {local} already holds this run's checkpoints; continuing it")
+            return os.path.abspath(local)
+    print(f"Fetching the run backed up at {uri} into {local}...")
+    if fetch_run(uri, local) is None:
+        print(f"Note: {uri} has no complete checkpoint yet; the run starts again from kimg 0")
+    return os.path.abspath(local)
 
 
 def _print_summary(opts, run_dir: str, num_replicas: int) -> None:
@@ -170,6 +211,7 @@ def train(*, outdir: str | None = None, progress: bool | None = True, **options)
 
 
 def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
+    from sg2ada.storage import open_store
     from sg2ada.training import distribute
     from sg2ada.training.options import CONTINUE_OVERRIDES, resolve_options
     from sg2ada.training.run_dir import (
@@ -186,7 +228,7 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
              if v is not None and k not in ("command", "_run", "dry_run", "outdir", "cluster_timeout")}
 
     # ---- What to train: a run to continue, or a new run --------------------------------------
-    continue_dir = _run_to_continue(given.get("resume"), args.outdir, args.dry_run)
+    continue_dir = _run_to_continue(given.get("resume"), args.outdir, args.dry_run, given.get("backup_uri"))
     if continue_dir:
         saved = read_options(continue_dir)
         ignored = sorted(k for k in given if k not in CONTINUE_OVERRIDES + ("resume",))
@@ -238,6 +280,8 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
         # Before the run directory exists, so a failed download leaves no empty run behind.
         transfer = resolve_resume_weights(transfer)
     chief = distribute.is_chief(strategy)
+    if chief and opts.backup_uri:  # bad credentials or a wrong bucket: one line, and nothing made locally
+        open_store(opts.backup_uri, what="--backup-uri").check_access()
     run_dir = continue_dir
     if run_dir is None and chief:
         print("Creating output directory...")

@@ -37,7 +37,7 @@ from sg2ada.errors import UserError
 from sg2ada.networks.snapshot import META_FILE as SNAPSHOT_META_FILE
 from sg2ada.storage import Store, Uploader, open_store
 from sg2ada.training.monitor import STATS_FILE
-from sg2ada.training.run_dir import _RUN_ID, CHECKPOINT_SUBDIR, LOG_FILE, OPTIONS_FILE, atomic_write_text
+from sg2ada.training.run_dir import CHECKPOINT_SUBDIR, RUN_ID, LOG_FILE, OPTIONS_FILE, atomic_write_text
 
 STATE_FILE = "checkpoint"  # CheckpointManager's state file name
 RUN_FILES = (OPTIONS_FILE, STATS_FILE, LOG_FILE)  # mirrored every tick, fetched on resume
@@ -218,7 +218,7 @@ def fetch_run(uri: str, local_dir: str) -> str | None:
 def latest_run(uri: str) -> str | None:
     """The URI of the highest-numbered run under a `--backup-uri` that has a complete checkpoint."""
     store = open_store(uri, what="--backup-uri")
-    runs = sorted(((int(m.group(1)), n) for n in store.children() if (m := _RUN_ID.match(n))), reverse=True)
+    runs = sorted(((int(m.group(1)), n) for n in store.children() if (m := RUN_ID.match(n))), reverse=True)
     for _, name in runs:
         if _complete_checkpoint(store, f"{name}/{CHECKPOINT_SUBDIR}") is not None:
             return store.url(name)

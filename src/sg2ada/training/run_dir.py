@@ -23,7 +23,7 @@ OPTIONS_FILE = "training_options.json"
 LOG_FILE = "log.txt"
 CHECKPOINT_SUBDIR = "checkpoints"
 
-_RUN_ID = re.compile(r"^(\d+)")
+RUN_ID = re.compile(r"^(\d+)")
 
 
 def dataset_name(path: str) -> str:
@@ -95,7 +95,7 @@ def next_run_id(outdir: str) -> int:
     ids = []
     if os.path.isdir(outdir):
         for name in os.listdir(outdir):
-            m = _RUN_ID.match(name)
+            m = RUN_ID.match(name)
             if m and os.path.isdir(os.path.join(outdir, name)):
                 ids.append(int(m.group(1)))
     return max(ids, default=-1) + 1
@@ -124,7 +124,7 @@ def latest_run_dir(outdir: str) -> str | None:
     best = None
     if os.path.isdir(outdir):
         for name in os.listdir(outdir):
-            m = _RUN_ID.match(name)
+            m = RUN_ID.match(name)
             path = os.path.join(outdir, name)
             if m and os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)) and (
                     best is None or int(m.group(1)) > best[0]):

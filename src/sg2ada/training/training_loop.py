@@ -60,6 +60,7 @@ EXIT_DONE = 0
 EXIT_PREEMPTED = 3
 EXIT_NONFINITE = 4
 HEALTH_BATCH = 64  # fixed reals and fakes whose feature spread tells mode collapse
+BACKUP_STOP_WAIT_SEC = 20  # after SIGTERM, within a scheduler's usual grace period
 
 
 class NonFiniteLossError(UserError):
@@ -96,6 +97,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                                   backup=backup)
         dataset_info = open_dataset(opts.data).to_dict()  # for snapshot.json
         monitor = None
+        stopped = False
         try:
             # ---- Restore: the run's newest checkpoint, or transfer weights for a new run -----
             restored = keeper.restore()
@@ -239,9 +241,9 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                     loop_state.elapsed_sec.assign(elapsed_before + time.time() - start_time)
                     ckpt_path = keeper.save()
                     if backup is not None:
-                        for name in (mon.STATS_FILE, LOG_FILE, "training_options.json"):
-                            backup.copy_file(os.path.join(run_dir, name), name)
+                        backup.copy_run_files(run_dir)
                     if stop.signum is not None:
+                        stopped = True
                         print(f"\nStopped by {stop.name} at kimg {cur_nimg / 1000:.3f}; checkpoint saved to "
                               f"{ckpt_path}. Continue with: sg2ada train --resume {run_dir}")
                         sys.stdout.flush()
@@ -253,10 +255,16 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                     bar.start(tick, tick_nimg)
             print("\nExiting...")
             return EXIT_DONE
+        except BaseException:
+            stopped = True  # an error or a second ^C: do not hold the user up for the uploads
+            raise
         finally:
             if monitor is not None:
                 monitor.close()
-            keeper.close()
+            if backup is not None:
+                backup.copy_run_files(run_dir)  # the log's last lines
+            # A stopped run has seconds before the machine goes: a bounded wait for the uploads.
+            keeper.close(backup_timeout_sec=BACKUP_STOP_WAIT_SEC if stopped else None)
 
 
 class _SampleGrid:
