@@ -26,6 +26,9 @@ import tempfile
 
 from sg2ada.errors import UserError
 
+# sg2ada.training, sg2ada.storage backends and TensorFlow are imported inside the functions below, so
+# that `sg2ada --help` and option errors answer at once.
+
 HELP = "train a StyleGAN2-ADA model (NVIDIA's train.py options); --dry-run shows the resolved options"
 
 
@@ -196,10 +199,12 @@ def train(*, outdir: str | None = None, progress: bool | None = True, **options)
         sg2ada.train(resume=run_dir, kimg=2)   # continue it
 
     Bad options raise `UserError`; a non-finite loss raises `NonFiniteLossError`; an interrupt
-    (SIGINT, a notebook's stop button) saves a checkpoint and returns the run directory as well.
+    (SIGINT, a notebook's stop button) saves a checkpoint, then raises KeyboardInterrupt.
     """
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    from sg2ada.training.training_loop import EXIT_PREEMPTED
+
     args = parser.parse_args([])
     unknown = sorted(set(options) - set(vars(args)))
     if unknown:
@@ -207,7 +212,10 @@ def train(*, outdir: str | None = None, progress: bool | None = True, **options)
     for name, value in options.items():
         setattr(args, name, value)
     args.outdir, args.dry_run = outdir, False
-    return _train(args, progress=progress)[1]
+    status, run_dir = _train(args, progress=progress)
+    if status == EXIT_PREEMPTED:
+        raise KeyboardInterrupt(f"stopped after saving a checkpoint; continue with sg2ada.train(resume={run_dir!r})")
+    return run_dir
 
 
 def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
