@@ -434,6 +434,14 @@ def _nvidia_tiny(res: int):
     return net, hp, t.batch
 
 
+def _bench_nvidia_pytorch():
+    """The sibling script that drives NVIDIA's code (the same loader and training iteration)."""
+    sys.path.insert(0, HERE)
+    import bench_nvidia_pytorch
+
+    return bench_nvidia_pytorch
+
+
 def nvidia_worker(a) -> int:
     """Trains NVIDIA's networks on the PNG folder with their loss, AugmentPipe (bgc) and the ADA rule
     (every 4 iterations p += sign(r_t - target) * batch * 4 / (ada_kimg * 1000), p >= 0), writing
@@ -442,10 +450,12 @@ def nvidia_worker(a) -> int:
     import copy
     import pickle
 
-    sys.path.insert(0, HERE)
-    import bench_nvidia_pytorch as nv
-
-    torch, Generator, Discriminator, StyleGAN2Loss = nv._load_nvidia(a.nvidia)
+    nv = _bench_nvidia_pytorch()
+    try:
+        torch, Generator, Discriminator, StyleGAN2Loss = nv._load_nvidia(a.nvidia)
+    except nv.SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from torch_utils import training_stats
     from training.dataset import ImageFolderDataset
 
@@ -530,8 +540,12 @@ def main(argv=None) -> int:
         ap.error(f"--arms: unknown {sorted(unknown)}; choose from {', '.join(ARMS)}")
     if a.nvidia and "nvidia" not in a.arms.split(","):
         a.arms += ",nvidia"
-    if "nvidia" in a.arms.split(",") and not a.nvidia:
-        ap.error("the nvidia arm needs --nvidia PATH, a checkout of https://github.com/NVlabs/stylegan2-ada-pytorch")
+    if "nvidia" in a.arms.split(","):
+        nv = _bench_nvidia_pytorch()
+        missing = [m for m in nv._MARKERS if not os.path.isfile(os.path.join(os.path.expanduser(a.nvidia or ""), m))]
+        if not a.nvidia or missing:
+            ap.error(f"the nvidia arm needs --nvidia PATH, a checkout of {nv.NVIDIA_URL} (no {missing[0]} in {a.nvidia})")
+        a.nvidia = os.path.abspath(os.path.expanduser(a.nvidia))
     t0 = time.time()
     run_benchmark(a)
     print(f"done in {time.time() - t0:.0f} s: {os.path.join(a.out, 'quality.json')}")
