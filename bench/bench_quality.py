@@ -54,8 +54,11 @@ DATA_SEED = 0  # the training subsets
 LATENT_SEED = 123  # the fixed latents of the generated set
 
 # The feature classifier. Part of the cache key: change a value and it is trained anew.
-FEATURE_NET = dict(version=1, train_images=8192, val_images=1024, epochs=4, batch=64, width=16, lr=1e-3,
-                   seed=2026, data_seed=1_000_003, hue_buckets=HUE_BUCKETS, feature_dim=FEATURE_DIM)
+# With equal weights the shape head stays near 0.57 held-out accuracy for epochs while colour and
+# geometry are learned; weighting it 5x lets it reach 0.99 within the 6 epochs.
+FEATURE_NET = dict(version=1, train_images=8192, val_images=1024, epochs=6, batch=64, width=32, lr=1e-3,
+                   loss_weights=dict(shape=5.0, hue=1.0, geometry=100.0), seed=2026, data_seed=1_000_003,
+                   hue_buckets=HUE_BUCKETS, feature_dim=FEATURE_DIM)
 SMOKE_FEATURE_NET = dict(FEATURE_NET, train_images=2048, val_images=512, epochs=2)
 
 # The full benchmark (docs/quality.md) and the smoke configuration.
@@ -140,7 +143,7 @@ def train_feature_net(config: dict, resolution: int):
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(optimizer=keras.optimizers.Adam(config["lr"]),
                       loss={"shape": ce, "hue": ce, "geometry": keras.losses.MeanSquaredError()},
-                      loss_weights={"shape": 1.0, "hue": 1.0, "geometry": 100.0})  # geometry is in [0, 1]
+                      loss_weights=config["loss_weights"])
         model.fit(_to_float(images[:n]), train, batch_size=config["batch"], epochs=config["epochs"], shuffle=True,
                   verbose=0)
     return features, _accuracy(model, images[n:], val)
@@ -357,6 +360,7 @@ def plot(setting: dict, path: str) -> None:
             axes[0].plot([s["kimg"] for s in rows], [s["fd"] for s in rows], "o-", color=colour, label=label)
             axes[1].plot([t["kimg"] for t in ticks], [t["p"] or 0 for t in ticks], color=colour, label=label)
             axes[2].plot([t["kimg"] for t in ticks], [t["r_t"] for t in ticks], color=colour, label=label)
+    axes[0].set_yscale("log")  # the first snapshots are orders of magnitude above the rest
     axes[2].axhline(ADA_TARGET, color="grey", linestyle="--", label="ADA target")
     for ax, title in zip(axes, ("Fréchet distance (feature net)", "augmentation p", "r_t = E[sign D(real)]")):
         ax.set_xlabel("kimg")

@@ -10,11 +10,13 @@ import pytest
 
 from sg2ada.data.builtin import generate_shapes, generate_shapes_with_attributes
 
+pytestmark = pytest.mark.slow  # trains two small classifiers
+
 BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "bench_quality.py")
 RES = 16
 # Small enough for seconds on a CPU, big enough to learn the shapes' colours.
-CONFIG = dict(version=1, train_images=512, val_images=128, epochs=4, batch=32, width=8, lr=1e-2, seed=7,
-              data_seed=11, hue_buckets=6, feature_dim=16)
+CONFIG = dict(version=1, train_images=512, val_images=128, epochs=4, batch=32, width=8, lr=1e-2,
+              loss_weights=dict(shape=1.0, hue=1.0, geometry=100.0), seed=7, data_seed=11, hue_buckets=6, feature_dim=16)
 
 
 @pytest.fixture(scope="module")
