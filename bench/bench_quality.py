@@ -550,6 +550,7 @@ def main(argv=None) -> int:
         if not a.nvidia or missing:
             ap.error(f"the nvidia arm needs --nvidia PATH, a checkout of {nv.NVIDIA_URL} (no {missing[0]} in {a.nvidia})")
         a.nvidia = os.path.abspath(os.path.expanduser(a.nvidia))
+    a.out = os.path.abspath(a.out)  # the run directories recorded in it stay valid from any folder
     t0 = time.time()
     run_benchmark(a)
     print(f"done in {time.time() - t0:.0f} s: {os.path.join(a.out, 'quality.json')}")
