@@ -157,9 +157,12 @@ class NvidiaIteration:
     """NVIDIA's networks, loss and optimisers for one configuration, and one training iteration over
     them (`step`), with a fixed real batch."""
 
-    def __init__(self, torch, Generator, Discriminator, StyleGAN2Loss, config, batch, seed, aug="noaug"):
+    def __init__(self, torch, Generator, Discriminator, StyleGAN2Loss, config, batch, seed, aug="noaug", hp=None):
+        """`config`: a CONFIGS name or such a dict; `hp`: TRAINING's keys (default TRAINING); `aug`:
+        noaug, or pP for NVIDIA's AugmentPipe at p = P (bench_quality.py adapts it from p0)."""
         self.torch = torch
-        net, hp = CONFIGS[config], TRAINING
+        net = CONFIGS[config] if isinstance(config, str) else config
+        hp = TRAINING if hp is None else hp
         self.batch, self.hp = batch, hp
         res = net["resolution"]
         torch.manual_seed(seed)
@@ -173,9 +176,7 @@ class NvidiaIteration:
         self.G = G.train().requires_grad_(False)
         self.D = D.train().requires_grad_(False)
         self.G_ema = copy.deepcopy(self.G).eval()
-        augment_pipe = None
-        if aug == "p0.5":
-            augment_pipe = _nvidia_augment_pipe(torch, 0.5)
+        augment_pipe = None if aug == "noaug" else _nvidia_augment_pipe(torch, float(aug[1:]))
         self.loss = StyleGAN2Loss(device=torch.device("cpu"), G_mapping=self.G.mapping, G_synthesis=self.G.synthesis,
                                   D=self.D, augment_pipe=augment_pipe, style_mixing_prob=hp["style_mixing_prob"],
                                   r1_gamma=hp["r1_gamma"], pl_weight=hp["pl_weight"])

@@ -33,13 +33,22 @@ def _hsv_to_rgb(h, s, v):
 def generate_shapes(count: int = DEFAULT_COUNT, resolution: int = DEFAULT_RESOLUTION, seed: int = 0,
                     chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """-> (images uint8 [count, R, R, 3], labels int64 [count])."""
+    images, attributes = generate_shapes_with_attributes(count, resolution, seed, chunk)
+    return images, attributes["shape"]
+
+
+def generate_shapes_with_attributes(count: int = DEFAULT_COUNT, resolution: int = DEFAULT_RESOLUTION, seed: int = 0,
+                                    chunk: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The images of `generate_shapes` and what drew them: {"shape": int64 class, "hue": the
+    shape's hue in [0, 1), "x", "y": its centre, "size": its radius, as fractions of the image}."""
     rng = np.random.default_rng(seed)
     n = count
     cls = rng.integers(0, 3, n)
     cx, cy = rng.uniform(0.28, 0.72, n), rng.uniform(0.28, 0.72, n)
     size = rng.uniform(0.14, 0.30, n)
     theta = rng.uniform(0, 2 * np.pi, n)
-    fg = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.55, 1.0, n), rng.uniform(0.75, 1.0, n))
+    hue = rng.uniform(0, 1, n)
+    fg = _hsv_to_rgb(hue, rng.uniform(0.55, 1.0, n), rng.uniform(0.75, 1.0, n))
     bg0 = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.1, 0.5, n), rng.uniform(0.15, 0.45, n))
     bg1 = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.1, 0.5, n), rng.uniform(0.35, 0.7, n))
     alpha = rng.uniform(0, 2 * np.pi, n)
@@ -80,4 +89,4 @@ def generate_shapes(count: int = DEFAULT_COUNT, resolution: int = DEFAULT_RESOLU
         bg = bg0[sl, None, None, :] * (1 - t[..., None]) + bg1[sl, None, None, :] * t[..., None]
         img = bg * (1 - cov[..., None]) + fg[sl, None, None, :] * cov[..., None]
         out[sl] = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-    return out, cls.astype(np.int64)
+    return out, {"shape": cls.astype(np.int64), "hue": hue, "x": cx, "y": cy, "size": size}
