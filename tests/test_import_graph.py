@@ -22,6 +22,7 @@ LAYERS = [
     {"training", "tools"},
     {"augment", "metrics"},
     {"data"},
+    {"storage"},  # object stores on fsspec, no TensorFlow: under data (bucket datasets) and training (backups)
     {""},  # the package root: __version__ and load_network, which re-exports legacy.load
     {"legacy"},
     {"presets"},  # builds networks.config objects, so it sits just above networks
