@@ -163,10 +163,7 @@ def _open_remote(url: str) -> DatasetInfo:
     import posixpath
 
     base, local = fetch_dataset(url)
-    info = open_dataset(local)
-    if info.kind != "tfrecords":
-        raise UserError(f"--data {base} is not an sg2ada dataset; convert the images with sg2ada dataset first")
-    return dataclasses.replace(info, path=base, name=posixpath.basename(base))
+    return dataclasses.replace(open_dataset(local), path=base, name=posixpath.basename(base))
 
 
 def _raw_labels(info: DatasetInfo) -> np.ndarray | None:

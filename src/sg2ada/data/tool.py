@@ -36,6 +36,7 @@ from sg2ada.data import images as im
 from sg2ada.data.remote import COPY_PREFIX, is_url, open_dest, upload_dataset
 from sg2ada.data.sources import Source, open_source
 from sg2ada.errors import UserError
+from sg2ada.version import __version__
 
 FORMAT = "sg2ada-dataset"
 VERSION = 1
@@ -345,8 +346,6 @@ def _convert(source: str, dest: Path, *, transform=None, resolution=None, wide_h
             np.save(tmp / "labels.npy", np.asarray(labels, np.float32).reshape(len(labels), -1), allow_pickle=False)
             labels_file = "labels.npy"
         res_out = int(out_shape[0])
-        from sg2ada import __version__
-
         meta = {
             "format": FORMAT,
             "version": VERSION,
