@@ -124,7 +124,7 @@ def open_dataset(path) -> DatasetInfo:
         missing = [s for s in shards if not os.path.isfile(s)]
         if missing:
             raise UserError(f"dataset {p} is incomplete: {missing[0]} is missing; rebuild it with sg2ada dataset")
-        return _info_from_meta(str(p.resolve()), p.resolve().name, meta, shards, meta_path, str(p.resolve()))
+        return _info_from_meta(str(p.resolve()), p.resolve().name, meta, shards, meta_path)
     if not path.startswith("builtin:") and not p.exists():
         raise UserError(f"dataset {path} does not exist; build one with: sg2ada dataset --source SRC --dest {path}")
     images, labels, label_type, label_dim, label_names, _ = _memory_arrays(path)
@@ -143,7 +143,7 @@ def open_dataset(path) -> DatasetInfo:
     )
 
 
-def _info_from_meta(path: str, name: str, meta: dict, shards: tuple, where, local_dir: str) -> DatasetInfo:
+def _info_from_meta(path: str, name: str, meta: dict, shards: tuple, where) -> DatasetInfo:
     if meta.get("version", 1) > 1:
         raise UserError(f"{where} is a newer dataset format (version {meta['version']}); update sg2ada")
     try:
@@ -152,7 +152,7 @@ def _info_from_meta(path: str, name: str, meta: dict, shards: tuple, where, loca
             channels=int(meta["channels"]), count=int(meta["count"]), label_dim=int(meta.get("label_dim") or 0),
             label_type=meta.get("label_type"),
             label_names=tuple(meta["label_names"]) if meta.get("label_names") else None,
-            image_encoding=meta.get("image_encoding", "png"), shards=shards, local_dir=local_dir, meta=meta,
+            image_encoding=meta.get("image_encoding", "png"), shards=shards, local_dir=path, meta=meta,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{where} lacks or mangles field {e}; rebuild the dataset with sg2ada dataset") from None
