@@ -17,12 +17,13 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 # Highest first. A module may import its own group or a group of a lower layer. The groups are the
 # first name under sg2ada (a subpackage or a top-level module).
 LAYERS = [
+    {""},  # the package root: a facade over the commands (train) and legacy.load (load_network)
     {"__main__"},
     {"cli"},
     {"training", "tools"},
     {"augment", "metrics"},
     {"data"},
-    {""},  # the package root: __version__ and load_network, which re-exports legacy.load
+    {"storage"},  # object stores on fsspec, no TensorFlow: under data (bucket datasets) and training (backups)
     {"legacy"},
     {"presets"},  # builds networks.config objects, so it sits just above networks
     {"networks"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -183,14 +184,16 @@ def test_label_sampler_without_labels(image_folder):
     assert s.per_sample(tf.constant([0, 0]), tf.range(2, 5), 8).shape == (3, 0)
 
 
-def test_url_paths_go_through_tf_gfile(shapes):
+def test_url_paths_read_a_local_copy(shapes):
     url = "file://" + str(shapes)
     info = open_dataset(url)
-    assert info.count == N and info.path == url and info.shards[0].startswith("file://")
+    assert info.count == N and info.path == url and info.name == "shapes"
+    assert os.path.basename(info.local_dir).startswith("sg2ada-data-") and info.shards[0].startswith(info.local_dir)
+    assert open_dataset(url + "/dataset.json").local_dir == info.local_dir  # fetched once per process
     (x, c), = _batches(make_dataset(url, 4, seed=0), 1)
     assert x.shape == (4, 8, 8, 3)
     assert label_sampler(url).label_dim == 3
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match="no dataset there"):
         open_dataset("file://" + str(shapes) + "-missing")
 
 

@@ -135,7 +135,7 @@ def test_records_in_memory_and_read_by_offset_give_the_folder_stream(folder, rec
     _assert_same(_global_batches(_two_cpus(), records, 6, batch_gpu=1, mirror=True, subset=8, seed=6), ref)
     monkeypatch.setenv("SG2ADA_DATA_CACHE_MB", "0.0001")  # smaller than the selection: read records by offset
     _assert_same(_global_batches(_two_cpus(), records, 6, batch_gpu=1, mirror=True, subset=8, seed=6), ref)
-    # By URL the shards are read through tf.io.gfile.
+    # By URL the shards are read from a local copy.
     _assert_same(_global_batches(_two_cpus(), f"file://{records}", 6, batch_gpu=1, mirror=True, subset=8, seed=6), ref)
 
 

@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
                         help="image folder (recursive) or zip (NVIDIA's dataset.json labels are used), NVIDIA TF1 "
                              "*.tfrecords folder, cifar-10-python.tar.gz, MNIST train-images-idx3-ubyte[.gz], "
                              "or builtin:shapes")
-    parser.add_argument("--dest", required=True, metavar="DIR", help="output folder (must be new, empty, or --force)")
+    parser.add_argument("--dest", required=True, metavar="DIR", help="output folder, or a bucket URL (s3://, gs://, az://, any fsspec URL); "
+                             "must be new, empty, or --force")
     parser.add_argument("--transform", choices=["center-crop", "center-crop-wide"], default=None,
                         help="crop before resizing (default: none, images are scaled to --resolution)")
     parser.add_argument("--resolution", type=int, default=None, metavar="N",

@@ -18,6 +18,7 @@ import signal
 import sys
 import warnings
 
+from sg2ada.data.remote import remove_copies
 from sg2ada.errors import Stopped, UserError
 from sg2ada.version import __version__
 
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
             print(f"error: {msg}; free disk space or fix the permissions, then resume", file=sys.stderr)
             return 2
         raise
+    finally:
+        remove_copies()  # local copies of bucket datasets: nothing of the data stays on the machine
 
 
 _OS_FIX = {errno.ENOSPC: "free disk space, then resume (the last checkpoint is intact)",

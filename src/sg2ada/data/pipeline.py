@@ -1,6 +1,7 @@
 """The tf.data input pipeline: `open_dataset`, the training stream, `make_dataset`, label sampler.
 
-Reads the dataset tool's output (sharded TFRecords + dataset.json) and, for quick starts, anything
+Reads the dataset tool's output (sharded TFRecords + dataset.json; from a bucket URL through a local
+copy made once per process, see `sg2ada.data.remote`) and, for quick starts, anything
 the tool can read (an image folder or zip, NVIDIA's layouts, builtin:shapes, ...) decoded straight
 into memory. Semantics follow NVIDIA's training set:
 - `subset=N`: a seeded choice of N images (NVIDIA's max_size/random_seed: shuffle the index list
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sg2ada.data.remote import fetch_dataset, is_url
 from sg2ada.errors import UserError
 
 DEFAULT_SHUFFLE_MB = 1024  # shuffle buffer budget when the dataset is larger than this
@@ -46,7 +48,8 @@ class DatasetInfo:
     label_type: str | None = None  # "class" | "vector" | None
     label_names: tuple | None = None
     image_encoding: str | None = None  # "png" | "raw" for tfrecords
-    shards: tuple = ()  # absolute shard paths
+    shards: tuple = ()  # absolute local shard paths
+    local_dir: str = dataclasses.field(default="", compare=False)  # the files' folder (a copy for a URL)
     meta: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -104,7 +107,7 @@ def open_dataset(path) -> DatasetInfo:
     if isinstance(path, DatasetInfo):
         return path
     path = str(path)
-    if _is_url(path):
+    if is_url(path):
         return _open_remote(path)
     p = Path(path)
     if p.name == "dataset.json" and p.is_file():
@@ -140,10 +143,6 @@ def open_dataset(path) -> DatasetInfo:
     )
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("builtin:")
-
-
 def _info_from_meta(path: str, name: str, meta: dict, shards: tuple, where) -> DatasetInfo:
     if meta.get("version", 1) > 1:
         raise UserError(f"{where} is a newer dataset format (version {meta['version']}); update sg2ada")
@@ -153,29 +152,18 @@ def _info_from_meta(path: str, name: str, meta: dict, shards: tuple, where) -> D
             channels=int(meta["channels"]), count=int(meta["count"]), label_dim=int(meta.get("label_dim") or 0),
             label_type=meta.get("label_type"),
             label_names=tuple(meta["label_names"]) if meta.get("label_names") else None,
-            image_encoding=meta.get("image_encoding", "png"), shards=shards, meta=meta,
+            image_encoding=meta.get("image_encoding", "png"), shards=shards, local_dir=path, meta=meta,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{where} lacks or mangles field {e}; rebuild the dataset with sg2ada dataset") from None
 
 
 def _open_remote(url: str) -> DatasetInfo:
-    """A tool-made dataset on a filesystem TensorFlow reaches by URL (gs://, s3://, file://)."""
+    """A tool-made dataset in a bucket (any fsspec URL), read from its local copy (`sg2ada.data.remote`)."""
     import posixpath
 
-    import tensorflow as tf
-
-    base = url[: -len("/dataset.json")] if url.endswith("/dataset.json") else url.rstrip("/")
-    meta_url = base + "/dataset.json"
-    try:
-        with tf.io.gfile.GFile(meta_url, "r") as f:
-            meta = json.loads(f.read())
-    except (tf.errors.OpError, ValueError) as e:
-        raise UserError(f"cannot read {meta_url} ({type(e).__name__}); check the path and credentials") from None
-    if not isinstance(meta, dict) or meta.get("format") != "sg2ada-dataset":
-        raise UserError(f"{meta_url} is not an sg2ada dataset; convert the images with sg2ada dataset first")
-    shards = tuple(base + "/" + s["file"] for s in meta.get("shards", []))
-    return _info_from_meta(base, posixpath.basename(base), meta, shards, meta_url)
+    base, local = fetch_dataset(url)
+    return dataclasses.replace(open_dataset(local), path=base, name=posixpath.basename(base))
 
 
 def _raw_labels(info: DatasetInfo) -> np.ndarray | None:
@@ -188,14 +176,7 @@ def _raw_labels(info: DatasetInfo) -> np.ndarray | None:
             return None
         where = f"{info.path}/{fname}"
         try:
-            if _is_url(info.path):
-                import io
-
-                import tensorflow as tf
-
-                with tf.io.gfile.GFile(where, "rb") as f:
-                    return np.load(io.BytesIO(f.read()), allow_pickle=False)
-            return np.load(Path(info.path) / fname, allow_pickle=False)
+            return np.load(Path(info.local_dir) / fname, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - any failure here means a damaged or missing file
             raise UserError(f"{where} is unreadable ({type(e).__name__}); rebuild the dataset") from None
     _, labels, label_type, *_ = _memory_arrays(info.path)
@@ -480,14 +461,11 @@ class _RecordReader:
         self.offset = np.concatenate(offset)[keep]
         self.length = np.concatenate(length)[keep]
         self._lock = threading.Lock()
-        self._files: dict = {}  # shard number -> os file descriptor (local) or GFile (URL)
+        self._files: dict = {}  # shard number -> os file descriptor
 
     def __del__(self):
-        for f in getattr(self, "_files", {}).values():
-            if isinstance(f, int):
-                os.close(f)
-            else:
-                f.close()
+        for fd in getattr(self, "_files", {}).values():
+            os.close(fd)
 
     @staticmethod
     def _scan(shard: str):
@@ -511,23 +489,14 @@ class _RecordReader:
 
     def read(self, items: np.ndarray) -> np.ndarray:
         """The serialized records of selection items (object array of bytes)."""
-        import tensorflow as tf
-
         out = np.empty(len(items), object)
         for j, k in enumerate(items):
             s, off, n = int(self.shard[k]), int(self.offset[k]), int(self.length[k])
-            path = self.info.shards[s]
-            if _is_url(path):
-                with self._lock:  # one shared handle per shard: seek + read must not interleave
-                    f = self._files.get(s) or self._files.setdefault(s, tf.io.gfile.GFile(path, "rb"))
-                    f.seek(off)
-                    out[j] = f.read(n)
-            else:
-                fd = self._files.get(s)
-                if fd is None:
-                    with self._lock:
-                        fd = self._files.get(s) or self._files.setdefault(s, os.open(path, os.O_RDONLY))
-                out[j] = os.pread(fd, n, off)
+            fd = self._files.get(s)
+            if fd is None:
+                with self._lock:
+                    fd = self._files.get(s) or self._files.setdefault(s, os.open(self.info.shards[s], os.O_RDONLY))
+            out[j] = os.pread(fd, n, off)
         return out
 
     def gather(self, items):

@@ -10,7 +10,9 @@ Output layout (DEST/):
     dataset.json                    written last: format, resolution, channels, count, labels,
                                     shards, source, options and the per-file report
 Everything is written into a hidden temp dir beside DEST and renamed into place at the end, so an
-interrupted run never leaves something that looks like a finished dataset. Source files are only
+interrupted run never leaves something that looks like a finished dataset. A bucket DEST (s3://,
+gs://, az://, any fsspec URL) gets a local conversion uploaded with dataset.json last
+(`sg2ada.data.remote`). Source files are only
 read. Images are processed in a thread pool (decode, convert, crop/resize, encode) and written in
 source order, so a conversion is deterministic.
 """
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from sg2ada.data import images as im
+from sg2ada.data.remote import COPY_PREFIX, is_url, open_dest, upload_dataset
 from sg2ada.data.sources import Source, open_source
 from sg2ada.errors import UserError
+from sg2ada.version import __version__
 
 FORMAT = "sg2ada-dataset"
 VERSION = 1
@@ -249,15 +254,36 @@ def _swap_into_place(tmp: Path, dest: Path, force: bool):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def convert_dataset(source: str, dest, *, transform=None, resolution=None, wide_height=None,
-                    resize_filter="lanczos", max_images=None, channels=None, labels_from="auto",
-                    encoding="png", force=False, shard_mb=256, workers=None, seed=0, progress=False,
-                    log=None) -> dict:
-    """Convert SOURCE into an sg2ada dataset at DEST; returns the dataset.json content."""
+def convert_dataset(source: str, dest, *, force=False, log=None, **options) -> dict:
+    """Convert SOURCE into an sg2ada dataset at DEST (a folder, or a bucket URL: s3://, gs://, az://,
+    any fsspec URL); returns the dataset.json content. `options` are `_convert`'s."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if is_url(dest):
+        store = open_dest(str(dest), force)  # before any work: credentials, and what is there
+        work = tempfile.mkdtemp(prefix=COPY_PREFIX)
+        try:
+            meta = _convert(source, Path(work) / "dataset", log=log, **options)
+            upload_dataset(os.path.join(work, "dataset"), store)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        report = store.url("dataset.json")
+    else:
+        meta = _convert(source, Path(dest), force=force, log=log, **options)
+        report = Path(dest) / "dataset.json"
+    skipped = meta["report"]["skipped"]
+    for s in skipped[:20]:
+        log(f"skipped {s['file']}: {s['reason']}")
+    if meta["report"]["skipped_count"] > 20:
+        log(f"... and {meta['report']['skipped_count'] - 20} more skipped (see {report})")
+    return meta
+
+
+def _convert(source: str, dest: Path, *, transform=None, resolution=None, wide_height=None,
+             resize_filter="lanczos", max_images=None, channels=None, labels_from="auto",
+             encoding="png", force=False, shard_mb=256, workers=None, seed=0, progress=False, log) -> dict:
+    """Convert SOURCE into an sg2ada dataset in the local folder DEST."""
     import tensorflow as tf
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    dest = Path(dest)
     if encoding not in ENCODINGS:
         raise UserError(f"--encoding must be png or raw, not {encoding}")
     if max_images is not None and max_images < 1:
@@ -320,8 +346,6 @@ def convert_dataset(source: str, dest, *, transform=None, resolution=None, wide_
             np.save(tmp / "labels.npy", np.asarray(labels, np.float32).reshape(len(labels), -1), allow_pickle=False)
             labels_file = "labels.npy"
         res_out = int(out_shape[0])
-        from sg2ada import __version__
-
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -359,10 +383,6 @@ def convert_dataset(source: str, dest, *, transform=None, resolution=None, wide_
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
         _swap_into_place(tmp, dest, force)
         tmp = None
-        for s in skipped[:20]:
-            log(f"skipped {s['file']}: {s['reason']}")
-        if len(skipped) > 20:
-            log(f"... and {len(skipped) - 20} more skipped (see {dest / 'dataset.json'})")
         return meta
     finally:
         src.close()
