@@ -112,7 +112,7 @@ def main(args) -> int:
     needs_data = [n for n in names if METRICS[n].kind in ("fid", "kid", "pr", "copy")]
     if needs_data and data is None:
         raise UserError(f"--data: {', '.join(needs_data)} compare with real images; give the dataset path")
-    if data is not None and not data.startswith("builtin:") and not os.path.exists(data):
+    if data is not None and not data.startswith("builtin:") and "://" not in data and not os.path.exists(data):
         raise UserError(f"--data {data}: no such file or directory")
     run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.network.rstrip("/\\")))
     overrides = {k: getattr(args, k) for k in ("num_gen", "max_real", "num_samples") if getattr(args, k) is not None}

@@ -203,6 +203,7 @@ def train(*, outdir: str | None = None, progress: bool | None = True, **options)
     """
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    from sg2ada.data.remote import remove_copies
     from sg2ada.training.training_loop import EXIT_PREEMPTED
 
     args = parser.parse_args([])
@@ -212,7 +213,10 @@ def train(*, outdir: str | None = None, progress: bool | None = True, **options)
     for name, value in options.items():
         setattr(args, name, value)
     args.outdir, args.dry_run = outdir, False
-    status, run_dir = _train(args, progress=progress)
+    try:
+        status, run_dir = _train(args, progress=progress)
+    finally:
+        remove_copies()  # a bucket dataset's local copy: nothing of the data stays on the machine
     if status == EXIT_PREEMPTED:
         raise KeyboardInterrupt(f"stopped after saving a checkpoint; continue with sg2ada.train(resume={run_dir!r})")
     return run_dir
