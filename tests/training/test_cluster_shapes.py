@@ -25,7 +25,9 @@ import time
 import numpy as np
 import pytest
 
-K1, K2 = "0.2", "0.4"  # kimg: 25 and 50 iterations of 8 images
+# kimg: 26 and 51 iterations of 8 images. The first tick ends after one iteration, the others every
+# 0.04 kimg; K1 is a tick boundary, so the per-tick losses of a resumed run line up with a straight run's.
+K1, K2 = "0.208", "0.408"
 COMMON = ["--cfg", "tiny", "--cbase", "128", "--cmax", "16", "--map", "1", "--batch", "8", "--mbstd", "1",
           "--mirror", "1", "--aug", "ada", "--ada-kimg", "2", "--target", "0.3", "--tick", "0.04",
           "--snap", "1000", "--metrics", "none", "--seed", "3"]
