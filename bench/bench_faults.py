@@ -252,9 +252,14 @@ def message_of(path) -> str:
     lines = output_text(path)
     if not lines:
         return "(nothing)"
-    tb = any(ln.startswith("Traceback") for ln in lines)
-    last = lines[-1].strip()[:150]
-    return f"traceback: {last}" if tb else (f"1 line: {last}" if last.startswith("error:") else f"no error line: {last}")
+    tb = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback")), None)
+    last = re.sub(r"\{\{function_node [^}]*\}\}\s*|tensorflow\.python\.framework\.errors_impl\.", "", lines[-1].strip())
+    last = last[:140]
+    if tb is not None:
+        frames = re.findall(r'File ".*?/sg2ada/([^"]+)", line (\d+), in (\w+)', "\n".join(lines[tb:]))
+        where = f" (from {frames[-1][0]}:{frames[-1][1]} {frames[-1][2]})" if frames else ""
+        return f"traceback ({len(lines) - tb} lines){where}: {last}"
+    return f"1 line: {last}" if last.startswith("error:") else f"no error line: {last}"
 
 
 def warnings_of(path) -> list[str]:
