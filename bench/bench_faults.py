@@ -195,6 +195,19 @@ def wait_for(proc, predicate, timeout: float, poll_sec: float = 0.002):
     return None
 
 
+def nth_seen(lister, n: int):
+    """A predicate for wait_for: true while a write is in progress, once `n` distinct temporary names
+    (one per write) have been seen."""
+    seen = set()
+
+    def predicate():
+        now = lister() or []
+        seen.update(now)
+        return now if len(seen) >= n and now else None
+
+    return predicate
+
+
 def checkpoint_temps(run_dir):
     d = os.path.join(run_dir, "checkpoints")
     return [n for n in os.listdir(d) if _TEMP.search(n)] if os.path.isdir(d) else []
@@ -357,20 +370,25 @@ def kill_chain(c: Campaign, name: str, kinds: list[str], ref_dir: str) -> list[T
             def rd():
                 return run_dir or run_dir_in(outdir, broken)
 
+            nth = c.rng.randint(1, 4)  # the nth write of its kind seen in this session, so that runs progress
             if kind == "checkpoint":
-                hit = wait_for(proc, lambda: rd() and checkpoint_temps(rd()), 600)
+                hit = wait_for(proc, nth_seen(lambda: rd() and checkpoint_temps(rd()), nth), 600)
             elif kind == "snapshot":
-                hit = wait_for(proc, lambda: rd() and snapshot_temps(rd()), 600)
+                hit = wait_for(proc, nth_seen(lambda: rd() and snapshot_temps(rd()), nth), 600)
             elif kind == "backup":
-                hit = wait_for(proc, lambda: os.path.isdir(backup_dir) and backup_temps(backup_dir), 600)
+                hit = wait_for(proc, nth_seen(lambda: os.path.isdir(backup_dir) and backup_temps(backup_dir), nth),
+                               600)
             else:
+                nth = (nth + 1) // 2
                 pause = c.rng.uniform(0.0, 1.5)
                 before = log_count(rd(), "Evaluating metrics...") if rd() else 0
-                hit = wait_for(proc, lambda: rd() and log_count(rd(), "Evaluating metrics...") > before, 600, 0.02)
+                hit = wait_for(proc, lambda: rd() and log_count(rd(), "Evaluating metrics...") >= before + nth,
+                               600, 0.02)
                 if hit:
                     time.sleep(pause)
                     hit = [f"{pause:.2f}s after `Evaluating metrics...`"]
             t.detail = f"in {', '.join(hit)}" if hit else "nothing seen"
+            t.detail += f" (write {nth} of its kind in the session)" if hit else ""
         if hit and proc.poll() is None:
             c.kill(proc)
         rc = c.finish(proc)
