@@ -344,6 +344,7 @@ def kill_chain(c: Campaign, name: str, kinds: list[str], ref_dir: str) -> list[T
     outdir = os.path.join(c.workdir, name)
     backup_dir = os.path.join(c.workdir, f"{name}-backup")
     run_dir, trials, pending, broken, restarts = None, [], None, set(), 0
+    left_before = set()  # temporary files left by earlier kills of this chain
     queue = [*kinds, None]
     i = -1
     while queue:
@@ -420,7 +421,8 @@ def kill_chain(c: Campaign, name: str, kinds: list[str], ref_dir: str) -> list[T
         t.detail += f"; after tick {ticks[-1] if ticks else '-'}"
         t.exit_codes = [rc]
         t.expected_ckpt = latest_checkpoint(run_dir) if run_dir else None
-        t.stray_after_kill = strays(run_dir) if run_dir else []
+        t.stray_after_kill = [x for x in (strays(run_dir) if run_dir else []) if x not in left_before]
+        left_before.update(t.stray_after_kill)
         say(f"{t.name} {t.detail}: newest complete checkpoint {t.expected_ckpt}")
         trials.append(t)
         pending = t

@@ -133,6 +133,7 @@ def test_resume_on_a_full_disk_is_one_line_and_changes_nothing(run_dir, tmp_path
     assert after == before
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=UNFIXED)
 def test_a_second_writer_on_a_run_is_refused_in_one_line(run_dir):
     first = subprocess.Popen([sys.executable, "-m", "sg2ada.cli.main", "train", "--resume", str(run_dir)],
