@@ -8,7 +8,7 @@ Every training process is `python -m sg2ada.cli.main train ...` on a 32-image 8x
                  until it reaches --kimg. Each kill lands at a seeded random moment (`kill-random`, the
                  delay is printed) or the instant a write is seen in progress: a checkpoint
                  (`ckpt-N_temp` / the state file's temp), a snapshot (`.network-snapshot-*.tmp-*`), a
-                 backup upload (`*.tmp-backup` under --backup-uri, a local folder) or a metric evaluation
+                 backup upload (`*.tmp-*` under --backup-uri, a local folder) or a metric evaluation
                  (`Evaluating metrics...` in log.txt; fid1k_full against the tiny Inception graph the
                  metric tests use, since no real feature network is available offline).
   disk-full-*    the run directory on a small tmpfs, filled at a chosen moment: before a resume (the
@@ -218,7 +218,7 @@ def snapshot_temps(run_dir):
 
 
 def backup_temps(backup_dir):
-    return [n for _, _, files in os.walk(backup_dir) for n in files if n.endswith(".tmp-backup")]
+    return [n for _, _, files in os.walk(backup_dir) for n in files if ".tmp-" in n]
 
 
 def log_count(run_dir, text):
