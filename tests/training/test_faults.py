@@ -28,7 +28,6 @@ from bench_faults import fill, flip_bytes  # noqa: E402 (the campaign's own faul
 ARGS = ["--cfg", "tiny", "--cbase", "128", "--cmax", "16", "--map", "1", "--batch", "4", "--batch-gpu", "4",
         "--metrics", "none", "--tick", "0.02", "--snap", "2", "--seed", "1", "--kimg", "0.4", "--aug", "ada",
         "--ada-kimg", "2"]
-UNFIXED = "issue 19: reproduced by bench/bench_faults.py, not fixed yet"
 
 
 def env():
@@ -91,7 +90,7 @@ def _mount(*args):
         pytest.skip(f"mount not allowed here: {res.stderr.strip()}")
 
 
-@pytest.mark.xfail(strict=True, reason=UNFIXED)
+@pytest.mark.xfail(strict=True, reason="issue 19: the error line names no shard and suggests freeing disk space")
 def test_new_run_on_a_corrupted_shard_is_one_line_naming_the_shard(data, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)
@@ -102,7 +101,6 @@ def test_new_run_on_a_corrupted_shard_is_one_line_naming_the_shard(data, tmp_pat
     assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")  # no half-made run left
 
 
-@pytest.mark.xfail(strict=True, reason=UNFIXED)
 def test_resume_into_a_read_only_run_directory_is_one_line(run_dir):
     before = digest(run_dir)
     _mount("--bind", str(run_dir), str(run_dir))
@@ -115,7 +113,7 @@ def test_resume_into_a_read_only_run_directory_is_one_line(run_dir):
     assert digest(run_dir) == before
 
 
-@pytest.mark.xfail(strict=True, reason=UNFIXED)
+@pytest.mark.xfail(strict=True, reason="issue 19: the failed resume leaves an empty lock.json in the run directory")
 def test_resume_on_a_full_disk_is_one_line_and_changes_nothing(run_dir, tmp_path):
     mnt = tmp_path / "fs"
     mnt.mkdir()
@@ -134,7 +132,6 @@ def test_resume_on_a_full_disk_is_one_line_and_changes_nothing(run_dir, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=UNFIXED)
 def test_a_second_writer_on_a_run_is_refused_in_one_line(run_dir):
     first = subprocess.Popen([sys.executable, "-m", "sg2ada.cli.main", "train", "--resume", str(run_dir)],
                              env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
