@@ -218,7 +218,16 @@ def snapshot_temps(run_dir):
 
 
 def backup_temps(backup_dir):
-    return [n for _, _, files in os.walk(backup_dir) for n in files if ".tmp-" in n]
+    """Uploads in progress under --backup-uri; when none is caught (local uploads are brief), the
+    newest completed upload, so that a kill still lands among the uploads of one tick."""
+    temps, newest = [], (0, "")
+    for root, _, files in os.walk(backup_dir):
+        for n in files:
+            if ".tmp-" in n:
+                temps.append(n)
+            else:
+                newest = max(newest, (os.stat(os.path.join(root, n)).st_mtime_ns, n))
+    return temps or ([f"just after uploading {newest[1]}@{newest[0]}"] if newest[1] else [])
 
 
 def log_count(run_dir, text):
