@@ -397,7 +397,7 @@ def kill_chain(c: Campaign, name: str, kinds: list[str], ref_dir: str) -> list[T
                 if hit:
                     time.sleep(pause)
                     hit = [f"{pause:.2f}s after `Evaluating metrics...`"]
-            t.detail = f"in {', '.join(hit)}" if hit else "nothing seen"
+            t.detail = re.sub(r"@\d+", "", f"in {', '.join(hit)}") if hit else "nothing seen"
             t.detail += f" (write {nth} of its kind in the session)" if hit else ""
         if hit and proc.poll() is None:
             c.kill(proc)
