@@ -275,7 +275,9 @@ def message_of(path) -> str:
     if not lines:
         return "(nothing)"
     tb = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback")), None)
-    last = re.sub(r"\{\{function_node [^}]*\}\}\s*|tensorflow\.python\.framework\.errors_impl\.", "", lines[-1].strip())
+    # TensorFlow's op prefix is shortened, not hidden: it is part of what the user saw
+    last = re.sub(r"\{\{function_node [^}]*\}\}", "{{function_node ...}}", lines[-1].strip())
+    last = last.replace("tensorflow.python.framework.errors_impl.", "")
     last = last[:140]
     if tb is not None:
         frames = re.findall(r'File ".*?/sg2ada/([^"]+)", line (\d+), in (\w+)', "\n".join(lines[tb:]))
