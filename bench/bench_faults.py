@@ -345,7 +345,6 @@ def compare(trial: Trial, run_dir: str, ref_dir: str, ignore=r"^metric-") -> Non
 # ---- SIGKILL chains --------------------------------------------------------------------------------
 
 
-KILL_KINDS = ("random", "checkpoint", "snapshot", "backup", "metric")
 
 
 def kill_chain(c: Campaign, name: str, kinds: list[str], ref_dir: str) -> list[Trial]:
