@@ -346,7 +346,6 @@ def compare(trial: Trial, run_dir: str, ref_dir: str, ignore=r"^metric-") -> Non
 
 
 
-
 def kill_chain(c: Campaign, name: str, kinds: list[str], ref_dir: str) -> list[Trial]:
     """One run killed once per entry of `kinds`, each kill judged by the resume after it; then the
     end state of the run compared with the uninterrupted reference. A run that cannot be resumed is
