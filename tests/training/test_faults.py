@@ -90,7 +90,6 @@ def _mount(*args):
         pytest.skip(f"mount not allowed here: {res.stderr.strip()}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: the error line names no shard and suggests freeing disk space")
 def test_new_run_on_a_corrupted_shard_is_one_line_naming_the_shard(data, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)
@@ -113,7 +112,6 @@ def test_resume_into_a_read_only_run_directory_is_one_line(run_dir):
     assert digest(run_dir) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: the failed resume leaves an empty lock.json in the run directory")
 def test_resume_on_a_full_disk_is_one_line_and_changes_nothing(run_dir, tmp_path):
     mnt = tmp_path / "fs"
     mnt.mkdir()

@@ -14,6 +14,7 @@ import argparse
 import errno
 import importlib
 import os
+import re
 import signal
 import sys
 import warnings
@@ -115,7 +116,9 @@ def main(argv=None) -> int:
         # the C++ message; anything else is a bug and keeps its traceback.
         if tf is not None and isinstance(e, (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError,
                                                tf.errors.DataLossError)):
-            msg = str(getattr(e, "message", e)).strip().splitlines()[0]
+            # TensorFlow prefixes the op's internal name and appends it: neither helps a user.
+            msg = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*", "", str(getattr(e, "message", e)))
+            msg = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
             print(f"error: {msg}; free disk space or fix the permissions, then resume", file=sys.stderr)
             return 2
         raise

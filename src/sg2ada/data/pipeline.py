@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -424,14 +425,34 @@ def _decoded_selection(info: DatasetInfo, keep: np.ndarray):
         sel = None if len(keep) == info.count else np.zeros(info.count, bool)
         if sel is not None:
             sel[keep] = True
-        for img, lab, idx in _element_dataset(info, sel, shuffle_files=False, seed=0).batch(256):
-            at = np.searchsorted(keep, idx.numpy())
-            images[at] = img.numpy()
-            labels[at] = lab.numpy()
+        try:
+            for img, lab, idx in _element_dataset(info, sel, shuffle_files=False, seed=0).batch(256):
+                at = np.searchsorted(keep, idx.numpy())
+                images[at] = img.numpy()
+                labels[at] = lab.numpy()
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise _damaged_dataset(info, e) from None
         store = (images, labels[:, : info.label_dim])
     with tf.device("/cpu:0"):  # captured by the pipeline as host tensors, never as graph constants
         _STORE_CACHE[key] = tuple(tf.constant(a) for a in store)
     return _STORE_CACHE[key]
+
+
+def _damaged_dataset(info: DatasetInfo, error) -> UserError:
+    """The one-line error for a dataset whose shards do not read back: names the first bad shard."""
+    import tensorflow as tf
+
+    for shard in info.shards:
+        try:
+            for _ in tf.data.TFRecordDataset(shard):
+                pass
+        except tf.errors.OpError as e:
+            what = re.search(r"corrupted record at \d+|truncated record at \d+", str(e))
+            return UserError(f"{shard}: {what[0] if what else 'unreadable'}: the dataset is damaged; rebuild it "
+                             f"with `sg2ada dataset --source ... --dest {info.path}`")
+    detail = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*", "", str(getattr(error, "message", error)))
+    return UserError(f"{info.path}: an image does not decode ({detail.splitlines()[0][:160]}); rebuild the dataset "
+                     "with `sg2ada dataset`")
 
 
 class _RecordReader:

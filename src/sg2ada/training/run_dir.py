@@ -270,12 +270,17 @@ def run_lock(run_dir: str):
             if host not in (None, me["host"]):
                 raise UserError(f"{run_dir} is locked by process {pid} on {host} (since {holder.get('started')}); "
                                 f"if nothing trains it there any more, delete {path}")
-            print(f"warning: taking over the lock of {run_dir} left by a process that is gone ({holder or 'unreadable'})")
+            left_by = f"process {pid} on {host}, since {holder.get('started')}" if holder else "an unreadable lock"
+            print(f"warning: taking over the lock of {run_dir} ({left_by}): that process is gone")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+        except OSError:  # a full disk: leave no empty lock behind
+            os.unlink(path)
+            raise
         break
     else:
         raise UserError(f"could not lock {run_dir}: another process keeps taking {path}")

@@ -25,7 +25,9 @@ Exit status (also that of `sg2ada train`):
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import sys
 import time
@@ -95,6 +97,9 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
         keeper = CheckpointKeeper(dict(trainer.checkpoint_items(), loop=loop_state),
                                   os.path.join(run_dir, CHECKPOINT_SUBDIR), keep=opts.keep, chief=chief,
                                   backup=backup)
+        if chief:  # a snapshot write killed midway leaves its temporary folder: nothing refers to it
+            for stale in glob.glob(os.path.join(glob.escape(run_dir), ".network-snapshot-*.tmp-*")):
+                shutil.rmtree(stale, ignore_errors=True)
         dataset_info = open_dataset(opts.data).to_dict()  # for snapshot.json
         monitor = None
         stopped = False
