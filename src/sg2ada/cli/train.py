@@ -103,8 +103,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--xla", dest="xla", action="store_true", default=None, help="compile with XLA [default: on GPUs]")
     f.add_argument("--no-xla", dest="xla", action="store_false", help="do not compile with XLA")
     f.add_argument("--strategy", metavar="NAME", help="auto, mirrored, multiworker or default [default: auto]")
-    f.add_argument("--cluster-timeout", type=float, default=10, metavar="MIN", help="how long the workers of a "
-                   "TF_CONFIG cluster wait for each other at start [default: 10]")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +235,7 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
     from sg2ada.training.training_loop import training_loop
 
     given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("command", "_run", "dry_run", "outdir", "cluster_timeout")}
+             if v is not None and k not in ("command", "_run", "dry_run", "outdir")}
 
     # ---- What to train: a run to continue, or a new run --------------------------------------
     continue_dir = _run_to_continue(given.get("resume"), args.outdir, args.dry_run, given.get("backup_uri"))
@@ -265,7 +263,7 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
     if args.dry_run:
         strategy, num_replicas = None, distribute.count_replicas(strategy_name)
     else:
-        strategy = distribute.make_strategy(strategy_name, cluster_timeout_sec=args.cluster_timeout * 60)
+        strategy = distribute.make_strategy(strategy_name)
         num_replicas = int(strategy.num_replicas_in_sync)
     if not continue_dir:
         opts = resolve_options(num_replicas=num_replicas, **given)

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
-import threading
-import time
 
 import tensorflow as tf
 
@@ -58,7 +54,7 @@ def _local_devices() -> list[str]:
     return [d.name for d in cpus[:max(n, 1)]]
 
 
-def make_strategy(name: str = "auto", cluster_timeout_sec: float = 600) -> tf.distribute.Strategy:
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """`auto`: MultiWorkerMirrored when TF_CONFIG names a cluster, else Mirrored over the local
     devices; `default`: no distribution (TensorFlow's default strategy)."""
     if name == "auto":
@@ -66,70 +62,13 @@ def make_strategy(name: str = "auto", cluster_timeout_sec: float = 600) -> tf.di
     if name == "multiworker":
         if tf_config_cluster() is None:
             raise UserError("--strategy multiworker needs TF_CONFIG describing a cluster of >1 tasks")
-        return _join_cluster(cluster_timeout_sec)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         # Also for one device: MirroredStrategy keeps one code path for 1 and N replicas.
         return tf.distribute.MirroredStrategy(_local_devices())
     if name == "default":
         return tf.distribute.get_strategy()
     raise UserError(f"unknown --strategy {name!r}; choose auto, mirrored, multiworker or default")
-
-
-def _join_cluster(timeout_sec: float) -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy, joined in a thread: TensorFlow waits for every task inside C++,
-    where no signal reaches Python. Meanwhile this thread names the missing tasks every 10 s,
-    gives up after `timeout_sec`, and leaves at once on SIGTERM/SIGINT (the handlers of
-    `sg2ada.cli.main` raise; nothing has been trained yet, so there is nothing to save)."""
-    cfg = tf_config_cluster()
-    me = (cfg.get("task") or {}).get("type"), (cfg.get("task") or {}).get("index")
-    peers = [(t, i, addr) for t, addrs in cfg["cluster"].items() for i, addr in enumerate(addrs) if (t, i) != me]
-    out = {}
-
-    def join():
-        try:
-            out["strategy"] = tf.distribute.MultiWorkerMirroredStrategy()
-        except BaseException as e:  # noqa: BLE001  (handed to the main thread)
-            out["error"] = e
-
-    thread = threading.Thread(target=join, name="join-cluster", daemon=True)
-    thread.start()
-    start = last_report = time.time()
-    try:
-        while thread.is_alive():
-            thread.join(0.5)
-            now = time.time()
-            if thread.is_alive() and now - last_report >= 10:
-                missing = [f"{t} {i} ({addr})" for t, i, addr in peers if not _reachable(addr)]
-                print(f"Waiting for the cluster ({now - start:.0f} s): "
-                      + (f"not reachable yet: {', '.join(missing)}" if missing else "all tasks reachable, starting"),
-                      flush=True)
-                last_report = now
-            if thread.is_alive() and now - start > timeout_sec:
-                missing = [f"{t} {i} ({addr})" for t, i, addr in peers if not _reachable(addr)]
-                _leave(f"error: the cluster did not form within --cluster-timeout {timeout_sec / 60:g} min"
-                       + (f"; not reachable: {', '.join(missing)}" if missing else "")
-                       + "; start every task with the same TF_CONFIG cluster, or fix TF_CONFIG", 2)
-    except BaseException as e:  # a signal while waiting: TensorFlow's wait cannot be cancelled
-        _leave(f"error: {e}" if isinstance(e, UserError) else "interrupted while waiting for the cluster",
-               getattr(e, "exit_code", 130))
-    if "error" in out:
-        raise out["error"]
-    return out["strategy"]
-
-
-def _reachable(addr: str) -> bool:
-    host, _, port = addr.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def _leave(message: str, code: int):
-    print(message, file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)  # the joining thread is stuck in TensorFlow's C++ wait; nothing to clean up yet
 
 
 def count_replicas(name: str = "auto") -> int:
