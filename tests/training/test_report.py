@@ -64,8 +64,8 @@ def test_report_of_a_real_run(run, capsys):
     options = json.loads((run / "training_options.json").read_text())
     assert f"&quot;r1_gamma&quot;: {options['r1_gamma']}" in page
     images = _DATA_URI.findall(page)
-    # losses, p/r_t, metrics plots; init grid, one grid, reals; the nearest-neighbour picture
-    assert len(images) == 7
+    # losses, p/r_t, metrics and health plots; init grid, one grid, reals; the nearest-neighbour picture
+    assert len(images) == 8
     assert all(base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for uri in images)
 
 

