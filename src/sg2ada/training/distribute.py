@@ -78,14 +78,18 @@ def count_replicas(name: str = "auto") -> int:
         raise UserError("--strategy multiworker needs TF_CONFIG describing a cluster of >1 tasks")
     local = len(_local_devices())
     if cluster is not None:
-        return local * sum(len(v) for k, v in cluster["cluster"].items() if k in ("chief", "worker"))
+        return local * _training_tasks(cluster["cluster"])
     return 1 if name == "default" else local
 
 
 def num_workers(strategy) -> int:
     resolver = getattr(strategy, "cluster_resolver", None)
-    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    return max(sum(len(v) for k, v in spec.items() if k in ("chief", "worker")), 1)
+    return max(_training_tasks(resolver.cluster_spec().as_dict() if resolver is not None else {}), 1)
+
+
+def _training_tasks(cluster: dict) -> int:
+    """The processes of a cluster spec that train (chief and workers; not evaluators or ps)."""
+    return sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
 
 
 def is_chief(strategy) -> bool:
