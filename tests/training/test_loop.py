@@ -88,15 +88,13 @@ def test_finished_run_does_nothing_and_changes_nothing(run, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known defect: the loss is checked after the step, so the tick's checkpoint can hold the "
-                          "step's NaN weights before the loss shows them; fix: check the weights before saving")
 def test_non_finite_loss_stops_with_exit_4_and_keeps_the_last_good_checkpoint(data8, tmp_path, capsys):
     # A learning rate this large makes the losses overflow after a dozen iterations or so.
     status = cli(["train", "--outdir", str(tmp_path), "--data", data8, *TINY, "--kimg", "0.2", "--tick", "0.004",
                   "--glr", "30", "--dlr", "30"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 4
-    assert err[-1].startswith("error: Loss/") and "intact" in err[-1]
+    assert err[-1].startswith(("error: Loss/", "error: the weights of")) and "intact" in err[-1]
     (run,) = list(tmp_path.iterdir())
     from sg2ada.training.checkpoint import list_checkpoints
 

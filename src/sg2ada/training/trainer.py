@@ -148,6 +148,7 @@ class Trainer:
         self._built = False
         self._phase_fns = {}
         self._finish_fn = None
+        self._finite_fn = None
         self._grad_fns = {}
         self._pl_fns = {}
         self._labels = None
@@ -171,6 +172,16 @@ class Trainer:
         nets = {k: tf.train.Checkpoint(**getattr(self, k).named_variables()) for k in ("G", "D", "G_ema")}
         return dict(nets, G_opt=self.G_opt, D_opt=self.D_opt, ada=self.ada,
                     pl_mean=self.pl_mean, cur_nimg=self.cur_nimg, batch_idx=self.batch_idx, rng_seed=self.rng_seed)
+
+    def non_finite_networks(self) -> list[str]:
+        """The networks (of G, D, G_ema) holding a NaN or infinite weight: an update can overflow
+        the weights one iteration before any loss shows it."""
+        names = ("G", "D", "G_ema")
+        if self._finite_fn is None:
+            nets = [[v for v in getattr(self, k).named_variables().values() if v.dtype.is_floating] for k in names]
+            self._finite_fn = tf.function(lambda: [tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in vs])
+                                                   for vs in nets])
+        return [k for k, ok in zip(names, self._finite_fn()) if not bool(ok)]
 
     def set_labels(self, labels):
         """Where fake labels come from (NVIDIA: the label of a random training image): a

@@ -18,7 +18,7 @@ Exit status (also that of `sg2ada train`):
     0  finished (`--kimg` reached, or `--time-limit` ended this session)
     3  stopped by SIGTERM or SIGINT (or a multi-worker preemption notice) after saving a checkpoint:
        run `sg2ada train --resume RUN_DIR` to continue
-    4  stopped because a loss became NaN/inf; the last checkpoint (from before) is intact
+    4  stopped because a loss or a weight became NaN/inf; the last checkpoint (from before) is intact
 (2 is a UserError, as for every sg2ada command.)
 """
 
@@ -66,7 +66,7 @@ BACKUP_STOP_WAIT_SEC = 20  # after SIGTERM, within a scheduler's usual grace per
 
 
 class NonFiniteLossError(UserError):
-    """A loss became NaN or infinite; the run stops without overwriting its last good checkpoint."""
+    """A loss or a weight became NaN or infinite; the run stops without overwriting its last good checkpoint."""
 
     exit_code = EXIT_NONFINITE
 
@@ -162,12 +162,8 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                     bad = [k for k, v in stats.items() if k.startswith("Loss/") and not np.all(np.isfinite(v))]
                     if bad:
                         bar.close()
-                        fix = "a lower --glr/--dlr, a higher --gamma, or --fp32"
-                        raise NonFiniteLossError(
-                            f"{bad[0]} became {float(np.ravel(stats[bad[0]])[0])} at kimg {cur_nimg / 1000:.3f}; "
-                            + (f"training stopped and the last checkpoint ({keeper.latest}) is intact: resume it "
-                               f"with `--resume {run_dir}` and {fix}" if keeper.latest else
-                               f"training stopped before its first checkpoint: start again with {fix}"))
+                        _stop_non_finite(f"{bad[0]} became {float(np.ravel(stats[bad[0]])[0])}", cur_nimg, keeper,
+                                         run_dir)
                     collector.update(stats)
                     if handler is not None:
                         handler.save_checkpoint_if_preempted()
@@ -181,6 +177,10 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                     if not tick_due and stop.signum is None:
                         continue
                     bar.close()
+                    # Nothing non-finite may reach a snapshot or checkpoint: the losses lag the weights by a step.
+                    bad = trainer.non_finite_networks()
+                    if bad:
+                        _stop_non_finite(f"the weights of {bad[0]} became NaN or infinite", cur_nimg, keeper, run_dir)
 
                     # ---- Tick: report, checkpoint, snapshot, metrics --------------------------
                     if tick_due:
@@ -270,6 +270,15 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                 backup.copy_run_files(run_dir)  # the log's last lines
             # A stopped run has seconds before the machine goes: a bounded wait for the uploads.
             keeper.close(backup_timeout_sec=BACKUP_STOP_WAIT_SEC if stopped else None)
+
+
+def _stop_non_finite(what: str, cur_nimg: int, keeper: CheckpointKeeper, run_dir: str):
+    fix = "a lower --glr/--dlr, a higher --gamma, or --fp32"
+    raise NonFiniteLossError(
+        f"{what} at kimg {cur_nimg / 1000:.3f}; "
+        + (f"training stopped and the last checkpoint ({keeper.latest}) is intact: resume it "
+           f"with `--resume {run_dir}` and {fix}" if keeper.latest else
+           f"training stopped before its first checkpoint: start again with {fix}"))
 
 
 class _SampleGrid:
