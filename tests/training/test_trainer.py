@@ -114,6 +114,17 @@ def test_freezed_d_layers_stay_bit_identical():
             assert not np.array_equal(d0[n], d1[n]), n
 
 
+def test_non_finite_networks_names_each_network_with_a_nan_or_inf_weight():
+    t = Trainer(_small_opts(), _one_replica())
+    assert t.non_finite_networks() == []
+    d_weight = next(v for n, v in t.D.named_variables().items() if n.endswith("/weight"))
+    d_weight.assign(tf.fill(d_weight.shape, float("nan")))
+    assert t.non_finite_networks() == ["D"]
+    g_weight = next(v for n, v in t.G_ema.named_variables().items() if n.endswith("/weight"))
+    g_weight.assign(tf.fill(g_weight.shape, float("inf")))
+    assert t.non_finite_networks() == ["D", "G_ema"]
+
+
 def test_path_length_term_scaling():
     """The Greg gradient is that of gain * mean over the PL batch of pl_weight * (len - pl_mean)^2."""
     opts = _small_opts()
