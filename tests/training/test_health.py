@@ -105,6 +105,20 @@ def test_p_forced_upward_by_the_ada_controller():
     assert "--mirror" in rising and "--freezed" in rising and "--p-max" in rising
 
 
+def test_a_resumed_run_replays_its_history_and_warns_as_an_uninterrupted_run():
+    ticks = [_tick(k / 2, rt=0.9, p=k / 80) for k in range(120)]  # p rising steadily for 60 kimg
+    whole = _run(_monitor(), ticks)
+    assert sum("keeps rising" in w for w in whole) == 1
+    rising_tick = next(i for i in range(len(ticks))
+                       if any("keeps rising" in w for w in _run(_monitor(), ticks[: i + 1])))
+    for cut in (1, rising_tick - 1, rising_tick + 5):  # resumed before each warning, and after them
+        resumed = _monitor()
+        resumed.replay(ticks[:cut])
+        assert _run(_monitor(), ticks[:cut]) + _run(resumed, ticks[cut:]) == whole, cut
+    fresh = _monitor()  # the same ticks without their history: the streaks and the p trend start over
+    assert _run(fresh, ticks[rising_tick + 5:]) != whole[len(_run(_monitor(), ticks[: rising_tick + 5])):]
+
+
 def test_p_that_levels_off_is_not_a_warning():
     m = _monitor()
     p = lambda k: min(0.5, k / 20)  # noqa: E731 - full speed up to 0.5, then flat

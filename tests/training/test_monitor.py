@@ -103,6 +103,7 @@ def test_monitor_drops_stats_lines_past_the_resumed_checkpoint(tmp_path):
     path.write_text(kept + line(0.028, 0.6) + line(0.04, 0.5) + '{"Loss/G/loss": {"num": 4, "me')
     m = mon.Monitor(str(tmp_path), cur_nimg=24)
     assert path.read_text() == kept
+    assert [r["Loss/G/loss"]["mean"] for r in m.history] == [0.7, 0.65, 1 / 3]  # what a resumed run builds on
     m.write_tick({"Progress/kimg": {"num": 1, "mean": 0.028, "std": 0.0}}, cur_nimg=28, timestamp=2.0)
     m.close()
     lines = path.read_text().splitlines(keepends=True)

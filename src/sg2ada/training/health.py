@@ -122,6 +122,15 @@ class HealthMonitor:
                       for name in ("overfit", "val_gap", "p_rising", "p_high", "r1", "d_wins", "diverging",
                                    "collapse")}
 
+    def replay(self, history: list[dict]) -> None:
+        """Catch up with a resumed run's earlier ticks (`stats.jsonl` records), so that the p trend and
+        the streaks continue as in an uninterrupted run; their warnings were printed when they happened."""
+        for record in history:
+            self.update(record)
+            diversity = _mean(record, "Health/diversity")
+            if diversity is not None:
+                self.best_diversity = max(self.best_diversity, diversity)
+
     def set_reals(self, images) -> float:
         """The reference spread: a fixed batch of reals (e.g. those of the reals grid), once per run."""
         self.real_spread = feature_spread(images, self.feature_fn)

@@ -171,6 +171,7 @@ class Monitor:
     def __init__(self, run_dir: str, *, chief: bool = True, cur_nimg: int = 0):
         self.run_dir = run_dir
         self.chief = chief
+        self.history: list[dict] = []  # the run's earlier ticks, as kept in stats.jsonl (chief only)
         self._jsonl = None
         self._writer = None
         if not chief:
@@ -187,6 +188,7 @@ class Monitor:
             kept = [line for line in lines if _line_nimg(line) <= cur_nimg]
             if len(kept) != len(lines):
                 atomic_write_text(path, "".join(kept))
+            self.history = [json.loads(line) for line in kept if line.strip()]
         self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         self._writer = tf.summary.create_file_writer(run_dir)
 

@@ -135,6 +135,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                 health = HealthMonitor(aug=opts.aug, ada_target=opts.ada_target, ada_kimg=opts.ada_kimg,
                                        p_max=opts.ada_p_max, r1_gamma=opts.r1_gamma)
                 health.set_reals(grid.real_images[:HEALTH_BATCH])
+                health.replay(monitor.history)
                 if restored is None:
                     save_png(grid.reals, os.path.join(run_dir, "reals.png"))
                     save_png(grid.fakes(), os.path.join(run_dir, "fakes_init.png"))
