@@ -136,7 +136,7 @@ def test_config_that_does_not_match_the_weights(snap, tmp_path):
         load_network(dst)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing", "pickled", "missing-entry"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing", "pickled", "missing-entry", "strings"])
 def test_damaged_weights(snap, tmp_path, damage):
     dst = _copy(snap, tmp_path)
     w = dst / "weights.npz"
@@ -153,12 +153,19 @@ def test_damaged_weights(snap, tmp_path, damage):
         with np.load(snap / "weights.npz") as npz:
             arrays = {k: npz[k] for k in npz.files if k != "G_ema/dlatent_avg"}
         np.savez(w, **arrays)
+    elif damage == "strings":  # the right names and shapes, but text where numbers belong
+        with np.load(snap / "weights.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        arrays["G_ema/dlatent_avg"] = np.full(arrays["G_ema/dlatent_avg"].shape, "nan?")
+        np.savez(w, **arrays)
     with pytest.raises(UserError) as e:
         load_network(dst)
     msg = str(e.value)
     assert "\n" not in msg and str(dst) in msg
     if damage == "missing-entry":
         assert "(G_ema weights): missing variable 'dlatent_avg'" in msg
+    elif damage == "strings":
+        assert "(G_ema weights): variable 'dlatent_avg' holds text, not numbers" in msg
     elif damage == "missing":
         assert "no weights.npz" in msg
     else:

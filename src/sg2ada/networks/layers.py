@@ -169,6 +169,10 @@ def assign_named(network, values: dict, *, strict: bool = True, source: str = "w
         if name not in values:
             continue
         value = np.asarray(values[name])
+        if value.dtype.kind not in "biuf":
+            kind = "text" if value.dtype.kind in "US" else f"{value.dtype.name} values"
+            raise UserError(f"{source}: variable {name!r} holds {kind}, not numbers; the file is damaged or was not "
+                            "written for sg2ada")
         if tuple(value.shape) != tuple(var.shape):
             raise UserError(f"{source}: variable {name!r} has shape {list(value.shape)}, the network expects "
                             f"{list(var.shape)}; the file does not match this network configuration")
