@@ -127,3 +127,6 @@ def test_interpolation_strip_runs_from_one_latent_to_the_other():
     np.testing.assert_allclose(strip[0], ends[0], atol=1e-5)
     np.testing.assert_allclose(strip[-1], ends[1], atol=1e-5)
     assert not np.allclose(strip[1], strip[0], atol=1e-4) and not np.allclose(strip[1], strip[-1], atol=1e-4)
+    through_z = mon.interpolation_strip(G, z[0], z[1], np.zeros([0], np.float32), steps=4, space="z")
+    np.testing.assert_allclose(through_z[[0, -1]], strip[[0, -1]], atol=1e-5)  # the same ends...
+    assert not np.allclose(through_z[1], strip[1], atol=1e-4)  # ...by another path

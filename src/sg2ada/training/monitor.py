@@ -117,17 +117,20 @@ def grid_shape(resolution: int, max_images: int | None = None) -> tuple[int, int
     return gw, gh
 
 
-def interpolation_strip(G, z0, z1, c, steps: int = 8) -> np.ndarray:
-    """Images along a straight line between two latents in W (where StyleGAN interpolates well).
+def interpolation_strip(G, z0, z1, c, steps: int = 8, space: str = "w") -> np.ndarray:
+    """Images along a straight line between two latents, in W (where StyleGAN interpolates well: the
+    StyleGAN paper's perceptual path length is lower there) or in Z (the input a user samples).
 
-    Falls back to interpolating in Z for a generator without a separate mapping network.
+    A generator without a separate mapping network interpolates in Z.
     """
     import tensorflow as tf
 
+    if space not in ("w", "z"):
+        raise ValueError(f"space must be 'w' or 'z', not {space!r}")
     t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
     c = np.repeat(np.asarray(c, np.float32)[None], steps, axis=0) if np.ndim(c) == 1 else np.asarray(c, np.float32)
     mapping, synthesis = getattr(G, "mapping", None), getattr(G, "synthesis", None)
-    if mapping is not None and synthesis is not None:
+    if space == "w" and mapping is not None and synthesis is not None:
         zz = tf.convert_to_tensor(np.stack([z0, z1]), tf.float32)
         ws = np.asarray(mapping(zz, tf.convert_to_tensor(c[:2], tf.float32)), np.float32)
         w = ws[0][None] * (1 - t[:, :, None]) + ws[1][None] * t[:, :, None]

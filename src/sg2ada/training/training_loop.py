@@ -304,8 +304,10 @@ class _SampleGrid:
         return image_grid(self.fake_images(), *self.size)
 
     def interpolation(self) -> np.ndarray:
-        imgs = mon.interpolation_strip(self.G, self.z[0], self.z[1], self.c[0], steps=8)
-        return image_grid(np.asarray(to_uint8(imgs)), len(imgs), 1)
+        """Two rows between the same two latents: through Z, then through W."""
+        imgs = np.concatenate([mon.interpolation_strip(self.G, self.z[0], self.z[1], self.c[0], steps=8, space=s)
+                               for s in ("z", "w")])
+        return image_grid(np.asarray(to_uint8(imgs)), len(imgs) // 2, 2)
 
 
 class _StopRequest:
