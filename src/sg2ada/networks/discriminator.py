@@ -30,7 +30,7 @@ import keras
 
 from sg2ada import ops
 from sg2ada.networks.config import DiscriminatorConfig
-from sg2ada.networks.layers import Conv2dLayer, FullyConnectedLayer, Layer, assign_named, prefixed, setup_filter_np
+from sg2ada.networks.layers import Conv2dLayer, FullyConnectedLayer, Layer, TF1Variables, prefixed, setup_filter_np
 from sg2ada.networks.mapping import MappingNetwork
 from sg2ada.networks.synthesis import compute_dtype
 
@@ -107,9 +107,6 @@ class MinibatchStdLayer(Layer):
         self.num_channels = int(num_channels)
         self.built = True
 
-    def named_variables(self):
-        return {}
-
     def call(self, x):
         shape = tf.shape(x)
         n, h, w = shape[0], shape[1], shape[2]
@@ -179,7 +176,7 @@ class DiscriminatorEpilogue(Layer):
         return x
 
 
-class Discriminator(keras.Model):
+class Discriminator(TF1Variables, keras.Model):
     def __init__(self, config: DiscriminatorConfig, name="D", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(name=name, **kwargs)
@@ -227,12 +224,6 @@ class Discriminator(keras.Model):
         if self.mapping is not None:
             out.update(self.mapping.named_variables())
         return out
-
-    def get_tf1_variables(self) -> dict:
-        return {k: np.asarray(v.numpy()) for k, v in self.named_variables().items()}
-
-    def load_tf1_variables(self, values: dict, strict: bool = True, source: str = "TF1 discriminator") -> None:
-        assign_named(self, values, strict=strict, source=source)
 
     def call(self, img, c=None, force_fp32=False):
         img = tf.convert_to_tensor(img)

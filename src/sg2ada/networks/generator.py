@@ -16,12 +16,12 @@ import keras
 import numpy as np
 
 from sg2ada.networks.config import GeneratorConfig
-from sg2ada.networks.layers import assign_named, prefixed
+from sg2ada.networks.layers import TF1Variables, prefixed
 from sg2ada.networks.mapping import MappingNetwork
 from sg2ada.networks.synthesis import SynthesisNetwork
 
 
-class Generator(keras.Model):
+class Generator(TF1Variables, keras.Model):
     def __init__(self, config: GeneratorConfig, name="G", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(name=name, **kwargs)
@@ -55,14 +55,6 @@ class Generator(keras.Model):
         out["dlatent_avg"] = self.mapping.w_avg
         out.update(prefixed("synthesis", self.synthesis.named_variables()))
         return out
-
-    def get_tf1_variables(self) -> dict:
-        """numpy arrays keyed and shaped as in NVIDIA's TF1 pickle (no conversion needed: we store
-        every variable in TF1's layout)."""
-        return {k: np.asarray(v.numpy()) for k, v in self.named_variables().items()}
-
-    def load_tf1_variables(self, values: dict, strict: bool = True, source: str = "TF1 generator") -> None:
-        assign_named(self, values, strict=strict, source=source)
 
     def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, noise_mode="random", noise_seed=None,
              force_fp32=False, fused_modconv=None, update_w_avg=False, training=False):

@@ -50,6 +50,17 @@ def setup_filter_np(f) -> np.ndarray:
     return (f / f.sum()).astype(np.float32)
 
 
+class TF1Variables:
+    """G's and D's variables as numpy arrays keyed and shaped as in NVIDIA's TF1 pickles (stored in
+    TF1's layout, so no conversion is needed either way)."""
+
+    def get_tf1_variables(self) -> dict:
+        return {k: np.asarray(v.numpy()) for k, v in self.named_variables().items()}
+
+    def load_tf1_variables(self, values: dict, strict: bool = True, source: str | None = None) -> None:
+        assign_named(self, values, strict=strict, source=source or f"TF1 {self.name}")
+
+
 class Layer(keras.layers.Layer):
     """Base for our layers: no Keras autocasting, because mixed precision here is explicit per block
     (NVIDIA casts activations at block boundaries and keeps parameters in float32), and a Keras
@@ -60,7 +71,9 @@ class Layer(keras.layers.Layer):
         super().__init__(**kwargs)
 
     def named_variables(self) -> dict:
-        raise NotImplementedError
+        """This layer's variables by their TF1 names: `weight` and `bias` where the layer has them;
+        layers that hold other layers name theirs with `prefixed`."""
+        return {k: v for k in ("weight", "bias") if (v := getattr(self, k, None)) is not None}
 
     def _weight(self, name, shape, initializer, trainable=True, **kwargs):
         return self.add_weight(name=name, shape=tuple(shape), initializer=initializer, dtype="float32",
@@ -84,12 +97,6 @@ class FullyConnectedLayer(Layer):
                                    keras.initializers.RandomNormal(stddev=1.0 / self.lr_multiplier))
         self.bias = self._weight("bias", [self.out_features], keras.initializers.Constant(bias_init)) if bias else None
         self.built = True
-
-    def named_variables(self):
-        out = {"weight": self.weight}
-        if self.bias is not None:
-            out["bias"] = self.bias
-        return out
 
     def call(self, x):
         w = tf.cast(tf.convert_to_tensor(self.weight), x.dtype) * tf.cast(self.weight_gain, x.dtype)
@@ -130,12 +137,6 @@ class Conv2dLayer(Layer):
                                    keras.initializers.RandomNormal(stddev=1.0), trainable=trainable)
         self.bias = self._weight("bias", [self.out_channels], "zeros", trainable=trainable) if bias else None
         self.built = True
-
-    def named_variables(self):
-        out = {"weight": self.weight}
-        if self.bias is not None:
-            out["bias"] = self.bias
-        return out
 
     def call(self, x, gain=1.0):
         w = tf.cast(tf.convert_to_tensor(self.weight) * self.weight_gain, x.dtype)
