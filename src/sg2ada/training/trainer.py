@@ -181,7 +181,9 @@ class Trainer:
         the weights one iteration before any loss shows it."""
         names = ("G", "D", "G_ema")
         if self._finite_fn is None:
-            nets = [[v for v in getattr(self, k).named_variables().values() if tf.as_dtype(v.dtype).is_floating] for k in names]
+            # tf.as_dtype: Keras 3 variables give their dtype as a string
+            nets = [[v for v in getattr(self, k).named_variables().values() if tf.as_dtype(v.dtype).is_floating]
+                    for k in names]
             self._finite_fn = tf.function(lambda: [tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in vs])
                                                    for vs in nets])
         return [k for k, ok in zip(names, self._finite_fn()) if not bool(ok)]
