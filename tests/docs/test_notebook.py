@@ -1,4 +1,4 @@
-"""docs/quickstart.ipynb runs top to bottom.
+"""docs/quickstart.ipynb runs top to bottom, its cells free of TensorFlow's log lines.
 
 The real notebook is executed with nbclient in a Jupyter kernel on this interpreter (a kernelspec
 written for the test, so a `python3` kernelspec elsewhere cannot pick another Python), with the
@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_console import TF_LOG_LINE
+
+from sg2ada.console import TF_IMPORT_NOISE
 
 nbclient = pytest.importorskip("nbclient", reason="nbclient comes with the test extras")
 nbformat = pytest.importorskip("nbformat", reason="nbformat comes with the test extras")
@@ -69,4 +72,8 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["Progress/kimg"]["mean"] >= 0.04 - 1e-9, stats[-1]["Progress/kimg"]
     text = "".join(o.get("text", "") for c in code for o in c.outputs)
+    # None of TensorFlow's own logging in the cells: no start-up banner, no C++ error or warning line.
+    lines = [ln for c in code for o in c.outputs for ln in o.get("text", "").splitlines()]
+    tf_lines = [ln for ln in lines if TF_LOG_LINE.match(ln) or ln.endswith(TF_IMPORT_NOISE)]
+    assert not tf_lines, tf_lines
     assert "session 2/2" in text and "copy1k_full" in text and "FID skipped" in text, text[-2000:]

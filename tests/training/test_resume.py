@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from test_console import TF_LOG_LINE
 from test_loop import TINY, data8  # noqa: F401 (data8 is a fixture)
 
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
@@ -121,6 +122,7 @@ def test_real_training_sigkill_then_resume_matches(data8, tmp_path):  # noqa: F8
     finally:
         wait_all([straight, killed])
     assert straight.returncode == 0, output(straight_out)
+    assert not TF_LOG_LINE.search(output(straight_out)), output(straight_out)  # a healthy run is quiet
     assert killed.returncode == -signal.SIGKILL
     run, ref = run_dir(killed_out), run_dir(straight_out)
     assert stats_lines(run)[-1]["Progress/kimg"]["mean"] < 0.4, "killed too late: the run had already finished"
@@ -129,6 +131,7 @@ def test_real_training_sigkill_then_resume_matches(data8, tmp_path):  # noqa: F8
                          env=env(), timeout=1200, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Resumed from" in res.stdout
+    assert not TF_LOG_LINE.search(res.stderr), res.stderr
     got, want = stats_lines(run), stats_lines(ref)
     assert want[-1]["Progress/kimg"]["mean"] == pytest.approx(0.4)
     assert want[-1]["Progress/augment"]["mean"] > 0  # p moved, so comparing it means something

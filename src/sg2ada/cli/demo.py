@@ -73,8 +73,8 @@ def before_after(run_dir: str, cell: int, out_name: str = "demo-before-after.png
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sg2ada.cli.main import import_tensorflow_quietly
     from sg2ada.cli.main import main as cli
+    from sg2ada.console import import_tensorflow_quietly
     from sg2ada.errors import UserError
 
     t0 = time.time()

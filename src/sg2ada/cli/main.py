@@ -19,6 +19,7 @@ import signal
 import sys
 import warnings
 
+from sg2ada.console import import_tensorflow_quietly
 from sg2ada.data.remote import remove_copies
 from sg2ada.errors import Stopped, UserError
 from sg2ada.version import __version__
@@ -55,33 +56,6 @@ def build_parser():
         mod.add_arguments(p)
         p.set_defaults(_run=mod.main)
     return parser
-
-
-# Lines TensorFlow's C++ runtime prints on import whatever TF_CPP_MIN_LOG_LEVEL says (they are
-# written before absl's logging is initialised): noise for a CLI user, so they are filtered out.
-_TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
-
-
-def import_tensorflow_quietly():
-    """Import TensorFlow with its start-up banner removed from stderr; anything else it prints is kept."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            import tensorflow as tf
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode(errors="replace").splitlines(keepends=True):
-                if not any(noise in line for noise in _TF_IMPORT_NOISE):
-                    sys.stderr.write(line)
-    return tf
 
 
 def main(argv=None) -> int:

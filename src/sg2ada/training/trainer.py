@@ -74,9 +74,12 @@ def ema_beta(batch_size, cur_nimg, ema_kimg, ema_rampup):
 
 
 def nan_to_num(g):
-    """NVIDIA: nan -> 0, +-inf -> +-1e5 before each optimizer step."""
-    g = tf.where(tf.math.is_nan(g), tf.zeros_like(g), g)
-    return tf.where(tf.math.is_inf(g), tf.sign(g) * 1e5, g)
+    """NVIDIA: nan -> 0, +-inf -> +-1e5 before each optimizer step.
+
+    Comparisons rather than tf.math.is_nan/is_inf: grappler moves those dtype-changing ops ahead of
+    a gradient's last Reshape/Transpose, and oneDNN logs an error for the resulting bool Transpose."""
+    g = tf.where(tf.not_equal(g, g), tf.zeros_like(g), g)  # NaN is the one value unequal to itself
+    return tf.where(tf.equal(tf.abs(g), float("inf")), tf.sign(g) * 1e5, g)
 
 
 def default_xla() -> bool:
@@ -178,6 +181,7 @@ class Trainer:
         the weights one iteration before any loss shows it."""
         names = ("G", "D", "G_ema")
         if self._finite_fn is None:
+            # tf.as_dtype: Keras 3 variables give their dtype as a string
             nets = [[v for v in getattr(self, k).named_variables().values() if tf.as_dtype(v.dtype).is_floating]
                     for k in names]
             self._finite_fn = tf.function(lambda: [tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in vs])
