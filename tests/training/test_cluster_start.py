@@ -1,0 +1,175 @@
+"""Cluster start-up (`distribute.wait_for_cluster`): every task of a TF_CONFIG cluster waits for the
+others over plain sockets before TensorFlow joins them, names the missing ones, gives up after
+--cluster-timeout with one line (exit 2), and ends at once on SIGTERM/SIGINT (exit 3), leaving nothing
+in --outdir. The real two-worker start is tests/training/test_cluster_shapes.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sg2ada.errors import UserError
+from sg2ada.training.distribute import wait_for_cluster
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _tf_config(ports, index):
+    return {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+
+
+class Train:
+    """`sg2ada train` as a user types it, as one task of a two-worker cluster whose other task never starts."""
+
+    def __init__(self, tmp_path, index, timeout_min):
+        self.ports = _free_ports(2)
+        self.outdir = tmp_path / "runs"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps(_tf_config(self.ports, index)))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sg2ada.cli.main", "train", "--outdir", str(self.outdir), "--data",
+             "builtin:shapes", "--cfg", "tiny", "--metrics", "none", "--cluster-timeout", str(timeout_min)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stdout = []
+
+    def wait_for_line(self, start):
+        """The first stdout line starting with `start` (TensorFlow loads first: allow a minute)."""
+        deadline = time.monotonic() + 120
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            if line.startswith(start):
+                return line.rstrip("\n")
+            assert time.monotonic() < deadline, "".join(self.stdout)
+        raise AssertionError(f"no line starting {start!r}:\n{''.join(self.stdout)}\n{self.proc.stderr.read()}")
+
+    def finish(self):
+        """(exit status, stderr, seconds from this call to the exit)."""
+        t0 = time.monotonic()
+        out, err = self.proc.communicate(timeout=120)
+        self.stdout.append(out)
+        return self.proc.returncode, err, time.monotonic() - t0
+
+    def left_nothing(self):
+        return not self.outdir.exists() or not list(self.outdir.iterdir())
+
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["chief", "worker"])
+def test_a_missing_task_is_named_while_waiting_and_ends_the_start_with_one_line_at_the_timeout(tmp_path, index):
+    timeout_sec = 6
+    job = Train(tmp_path, index, timeout_sec / 60)
+    # The first report comes 1 s into the wait, so the wait ends timeout_sec - 1 s after it.
+    waiting = job.wait_for_line("Waiting for the cluster")
+    status, err, after_sec = job.finish()
+    missing = f"1 of 2 tasks: worker 1 (127.0.0.1:{job.ports[1]})" if index == 0 else \
+        f"the chief, worker 0 (127.0.0.1:{job.ports[0]})"
+    assert waiting.endswith(f"missing {missing}"), waiting
+    assert status == 2, err
+    assert _error_lines(err) == [f"error: the cluster did not form within --cluster-timeout 0.1 min: missing "
+                                 f"{missing}; start {'it' if index == 0 else 'every task'} with the same TF_CONFIG "
+                                 "cluster, or check TF_CONFIG's addresses and the firewall"], err
+    assert timeout_sec - 1 - 0.5 < after_sec < timeout_sec - 1 + 3, after_sec
+    assert job.left_nothing()
+
+
+@pytest.mark.parametrize("index, sig", [(0, signal.SIGTERM), (1, signal.SIGINT)], ids=["chief-SIGTERM", "worker-SIGINT"])
+def test_a_signal_while_waiting_for_the_cluster_ends_the_process_at_once(tmp_path, index, sig):
+    job = Train(tmp_path, index, 10)
+    job.wait_for_line("Waiting for the cluster")
+    job.proc.send_signal(sig)
+    status, err, after_sec = job.finish()
+    assert status == 3, err
+    assert _error_lines(err) == [f"error: stopped by {sig.name} before anything was saved; run the command again"], err
+    assert after_sec < 5, after_sec
+    assert job.left_nothing()
+
+
+def _start(cfg, timeout_sec, results, delay_sec=0.0):
+    def run():
+        time.sleep(delay_sec)
+        try:
+            wait_for_cluster(cfg, timeout_sec, report_sec=0.5)
+            results[cfg["task"]["index"]] = "ok"
+        except UserError as e:
+            results[cfg["task"]["index"]] = str(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_three_tasks_started_at_different_times_all_go_and_the_chief_port_is_free_at_once():
+    ports = _free_ports(3)
+    results = {}
+    threads = [_start(_tf_config(ports, i), 30, results, delay_sec=d) for i, d in [(1, 0), (2, 0.5), (0, 1.5)]]
+    for t in threads:
+        t.join(40)
+    assert results == {0: "ok", 1: "ok", 2: "ok"}
+    # The workers closed first, so no TIME_WAIT holds the chief's port: it binds even without SO_REUSEADDR.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
+
+
+def test_the_chief_waits_for_a_worker_to_close_first_so_no_time_wait_holds_its_port():
+    ports = _free_ports(2)
+    cfg = _tf_config(ports, 0)
+    results = {}
+    chief = _start(cfg, 30, results)
+    deadline = time.monotonic() + 10
+    while True:  # a worker that speaks the protocol by hand, slow to close after `go`
+        try:
+            conn = socket.create_connection(("127.0.0.1", ports[0]), timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    with conn:
+        conn.sendall(json.dumps({"task": ["worker", 1], "cluster": cfg["cluster"]}).encode() + b"\n")
+        received = b""
+        while not received.endswith(b"go\n"):
+            received += conn.recv(4096)
+        time.sleep(0.5)
+        assert chief.is_alive()
+    chief.join(10)
+    assert results == {0: "ok"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
+
+
+def test_a_task_with_another_cluster_is_turned_away_and_the_chief_waits_on(capsys):
+    ports = _free_ports(3)
+    results = {}
+    chief = _start(_tf_config(ports[:2], 0), 3, results)
+    other = _tf_config(ports[:2] + ports[2:], 1)  # a cluster of three
+    time.sleep(0.3)
+    with pytest.raises(UserError, match="differs from the chief's"):
+        wait_for_cluster(other, 10, report_sec=0.5)
+    chief.join(10)
+    assert results[0].startswith(f"the cluster did not form within --cluster-timeout 0.05 min: missing 1 of 2 "
+                                 f"tasks: worker 1 (127.0.0.1:{ports[1]})"), results
+    assert "warning: turned away a task: worker 1's TF_CONFIG cluster" in capsys.readouterr().out
+
+
+def test_a_task_that_is_not_in_its_cluster_is_one_line():
+    cfg = _tf_config(_free_ports(2), 2)
+    with pytest.raises(UserError, match="is not a chief or worker of its cluster"):
+        wait_for_cluster(cfg, 1)
