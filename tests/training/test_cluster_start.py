@@ -91,7 +91,8 @@ def test_a_missing_task_is_named_while_waiting_and_ends_the_start_with_one_line_
     assert job.left_nothing()
 
 
-@pytest.mark.parametrize("index, sig", [(0, signal.SIGTERM), (1, signal.SIGINT)], ids=["chief-SIGTERM", "worker-SIGINT"])
+@pytest.mark.parametrize("index, sig", [(0, signal.SIGTERM), (1, signal.SIGINT)],
+                         ids=["chief-SIGTERM", "worker-SIGINT"])
 def test_a_signal_while_waiting_for_the_cluster_ends_the_process_at_once(tmp_path, index, sig):
     job = Train(tmp_path, index, 10)
     job.wait_for_line("Waiting for the cluster")
@@ -166,10 +167,18 @@ def test_a_task_with_another_cluster_is_turned_away_and_the_chief_waits_on(capsy
     chief.join(10)
     assert results[0].startswith(f"the cluster did not form within --cluster-timeout 0.05 min: missing 1 of 2 "
                                  f"tasks: worker 1 (127.0.0.1:{ports[1]})"), results
-    assert "warning: turned away a task: worker 1's TF_CONFIG cluster" in capsys.readouterr().out
+    assert "warning: turned away a task: worker 1's TF_CONFIG cluster" in capsys.readouterr().err
 
 
 def test_a_task_that_is_not_in_its_cluster_is_one_line():
     cfg = _tf_config(_free_ports(2), 2)
     with pytest.raises(UserError, match="is not a chief or worker of its cluster"):
         wait_for_cluster(cfg, 1)
+
+
+def test_a_cluster_timeout_that_is_not_positive_is_one_line(tmp_path):
+    from sg2ada.cli.train import train
+
+    with pytest.raises(UserError, match="--cluster-timeout must be a positive number of minutes, got 0"):
+        train(outdir=str(tmp_path), data="builtin:shapes", cfg="tiny", cluster_timeout=0)
+    assert not list(tmp_path.iterdir())

@@ -18,6 +18,7 @@ import json
 import os
 import selectors
 import socket
+import sys
 import time
 
 import tensorflow as tf
@@ -123,7 +124,6 @@ def broadcast_from_chief(strategy, value: int) -> int:
         return tf.where(tf.logical_and(first, chief), tf.constant(value, tf.int64), tf.constant(0, tf.int64))
 
     return int(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(fn), axis=None))
-
 
 
 # ---- Cluster start-up ------------------------------------------------------------------------
@@ -243,7 +243,10 @@ def _gather(cluster: dict, tasks: dict, chief: tuple[str, int], clock: _Clock) -
                 _send(joined.values(), f"wait {missing()}")
             for key, _ in sel.select(clock.wait_sec()):
                 if key.fileobj is server:
-                    conn = server.accept()[0]
+                    try:
+                        conn = server.accept()[0]
+                    except OSError:  # it gave up before being accepted
+                        continue
                     conn.setblocking(False)
                     pending[conn] = b""
                     sel.register(conn, selectors.EVENT_READ)
@@ -260,7 +263,7 @@ def _gather(cluster: dict, tasks: dict, chief: tuple[str, int], clock: _Clock) -
                     continue
                 who, refusal = _admit(pending.pop(conn).split(b"\n")[0], cluster, others, joined)
                 if refusal:
-                    print(f"warning: turned away a task: {refusal}", flush=True)
+                    print(f"warning: turned away a task: {refusal}", file=sys.stderr, flush=True)
                     _send([conn], f"error {refusal}")
                     drop(conn)
                 else:
