@@ -35,7 +35,8 @@ def _tf_config(ports, index):
 
 
 class Train:
-    """`sg2ada train` as a user types it, as one task of a two-worker cluster whose other task never starts."""
+    """`sg2ada train` as a user types it, as one task of a two-worker cluster whose other task never
+    starts; its output lines are collected with the time each arrived."""
 
     def __init__(self, tmp_path, index, timeout_min):
         self.ports = _free_ports(2)
@@ -46,31 +47,42 @@ class Train:
             [sys.executable, "-m", "sg2ada.cli.main", "train", "--outdir", str(self.outdir), "--data",
              "builtin:shapes", "--cfg", "tiny", "--metrics", "none", "--cluster-timeout", str(timeout_min)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.stdout = []
+        self.lines = {"out": [], "err": []}  # (arrival time, line)
+        self.readers = [threading.Thread(target=self._read, args=(f, self.lines[k]), daemon=True)
+                        for k, f in (("out", self.proc.stdout), ("err", self.proc.stderr))]
+        for r in self.readers:
+            r.start()
 
-    def wait_for_line(self, start):
-        """The first stdout line starting with `start` (TensorFlow loads first: allow a minute)."""
-        deadline = time.monotonic() + 120
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            if line.startswith(start):
-                return line.rstrip("\n")
-            assert time.monotonic() < deadline, "".join(self.stdout)
-        raise AssertionError(f"no line starting {start!r}:\n{''.join(self.stdout)}\n{self.proc.stderr.read()}")
+    @staticmethod
+    def _read(stream, into):
+        for line in stream:
+            into.append((time.monotonic(), line.rstrip("\n")))
+
+    def wait_for_line(self, which, start):
+        """(arrival time, line) of the first `which` ("out"/"err") line starting with `start`;
+        TensorFlow loads first, which takes long on a busy machine."""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            found = [(t, line) for t, line in self.lines[which] if line.startswith(start)]
+            if found:
+                return found[0]
+            assert self.proc.poll() is None or any(r.is_alive() for r in self.readers), self.lines
+            time.sleep(0.01)
+        raise AssertionError(f"no line starting {start!r}: {self.lines}")
 
     def finish(self):
-        """(exit status, stderr, seconds from this call to the exit)."""
-        t0 = time.monotonic()
-        out, err = self.proc.communicate(timeout=120)
-        self.stdout.append(out)
-        return self.proc.returncode, err, time.monotonic() - t0
+        """(exit status, stderr lines) once the process has ended."""
+        self.proc.wait(timeout=300)  # the interpreter's own exit takes seconds on a busy machine
+        for r in self.readers:
+            r.join(10)
+        return self.proc.returncode, [line for _, line in self.lines["err"]]
 
     def left_nothing(self):
         return not self.outdir.exists() or not list(self.outdir.iterdir())
 
 
 def _error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("error:")]
+    return [line for line in err if line.startswith("error:")]
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["chief", "worker"])
@@ -78,8 +90,9 @@ def test_a_missing_task_is_named_while_waiting_and_ends_the_start_with_one_line_
     timeout_sec = 6
     job = Train(tmp_path, index, timeout_sec / 60)
     # The first report comes 1 s into the wait, so the wait ends timeout_sec - 1 s after it.
-    waiting = job.wait_for_line("Waiting for the cluster")
-    status, err, after_sec = job.finish()
+    waiting_time, waiting = job.wait_for_line("out", "Waiting for the cluster")
+    error_time = job.wait_for_line("err", "error:")[0]
+    status, err = job.finish()
     missing = f"1 of 2 tasks: worker 1 (127.0.0.1:{job.ports[1]})" if index == 0 else \
         f"the chief, worker 0 (127.0.0.1:{job.ports[0]})"
     assert waiting.endswith(f"missing {missing}"), waiting
@@ -87,20 +100,22 @@ def test_a_missing_task_is_named_while_waiting_and_ends_the_start_with_one_line_
     assert _error_lines(err) == [f"error: the cluster did not form within --cluster-timeout 0.1 min: missing "
                                  f"{missing}; start {'it' if index == 0 else 'every task'} with the same TF_CONFIG "
                                  "cluster, or check TF_CONFIG's addresses and the firewall"], err
-    assert timeout_sec - 1 - 0.5 < after_sec < timeout_sec - 1 + 3, after_sec
+    assert timeout_sec - 1 - 0.5 < error_time - waiting_time < timeout_sec - 1 + 3, error_time - waiting_time
     assert job.left_nothing()
 
 
 @pytest.mark.parametrize("index, sig", [(0, signal.SIGTERM), (1, signal.SIGINT)],
                          ids=["chief-SIGTERM", "worker-SIGINT"])
-def test_a_signal_while_waiting_for_the_cluster_ends_the_process_at_once(tmp_path, index, sig):
+def test_a_signal_while_waiting_for_the_cluster_ends_the_wait_at_once_with_one_line(tmp_path, index, sig):
     job = Train(tmp_path, index, 10)
-    job.wait_for_line("Waiting for the cluster")
+    job.wait_for_line("out", "Waiting for the cluster")
+    signal_time = time.monotonic()
     job.proc.send_signal(sig)
-    status, err, after_sec = job.finish()
+    error_time = job.wait_for_line("err", "error:")[0]
+    status, err = job.finish()
     assert status == 3, err
     assert _error_lines(err) == [f"error: stopped by {sig.name} before anything was saved; run the command again"], err
-    assert after_sec < 5, after_sec
+    assert error_time - signal_time < 5, error_time - signal_time
     assert job.left_nothing()
 
 
