@@ -21,12 +21,14 @@ from sg2ada.training.distribute import wait_for_cluster
 
 
 def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """n distinct loopback ports that nothing listens on (the kernel's choices for port 0)."""
+    ports = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
