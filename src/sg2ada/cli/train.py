@@ -11,7 +11,8 @@ A new run goes to `<outdir>/<NNNNN>-<desc>/`. `--resume` takes
     initialised with those weights (transfer learning; as NVIDIA, ADA reacts faster and EMA has no
     ramp-up).
 
-Exit status: 0 done, 2 bad input, 3 stopped by SIGTERM/SIGINT after saving a checkpoint (resume with
+Exit status: 0 done, 2 bad input (a TF_CONFIG cluster that did not form within --cluster-timeout
+included), 3 stopped by SIGTERM/SIGINT (after saving a checkpoint once training has begun: resume with
 `--resume RUN_DIR`), 4 a loss became NaN/inf (the last checkpoint is intact).
 """
 
@@ -103,6 +104,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--xla", dest="xla", action="store_true", default=None, help="compile with XLA [default: on GPUs]")
     f.add_argument("--no-xla", dest="xla", action="store_false", help="do not compile with XLA")
     f.add_argument("--strategy", metavar="NAME", help="auto, mirrored, multiworker or default [default: auto]")
+    f.add_argument("--cluster-timeout", type=float, default=10, metavar="MIN", help="how long each task of a "
+                   "TF_CONFIG cluster waits for the others to start, naming the missing ones every 10 s "
+                   "[default: 10]")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,7 +239,9 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
     from sg2ada.training.training_loop import training_loop
 
     given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("command", "_run", "dry_run", "outdir")}
+             if v is not None and k not in ("command", "_run", "dry_run", "outdir", "cluster_timeout")}
+    if not args.cluster_timeout > 0:
+        raise UserError(f"--cluster-timeout must be a positive number of minutes, got {args.cluster_timeout:g}")
 
     # ---- What to train: a run to continue, or a new run --------------------------------------
     continue_dir = _run_to_continue(given.get("resume"), args.outdir, args.dry_run, given.get("backup_uri"))
@@ -263,7 +269,7 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
     if args.dry_run:
         strategy, num_replicas = None, distribute.count_replicas(strategy_name)
     else:
-        strategy = distribute.make_strategy(strategy_name)
+        strategy = distribute.make_strategy(strategy_name, cluster_timeout_sec=args.cluster_timeout * 60)
         num_replicas = int(strategy.num_replicas_in_sync)
     if not continue_dir:
         opts = resolve_options(num_replicas=num_replicas, **given)
