@@ -24,7 +24,7 @@ from sg2ada.data.remote import remove_copies
 from sg2ada.errors import Stopped, UserError
 from sg2ada.version import __version__
 
-# command name -> module under sg2ada.cli; a module that is not there (yet) is left out of the menu.
+# command name -> its module under sg2ada.cli
 COMMANDS = {
     "train": "train",
     "dataset": "dataset",
@@ -59,20 +59,28 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ info logs out of the CLI
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
-    warnings.showwarning = _one_line_warning
-    # From the first moment, a scheduler's SIGTERM (or ^C) ends the command with one line; the
-    # training loop takes the signals over once it has state to save.
+    # From the first moment, a scheduler's SIGTERM (or ^C) ends the command with one line: at once
+    # while nothing exists yet, by an exception once the command runs (its cleanup must run), and
+    # the training loop takes the signals over once it has state to save.
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # TensorFlow's import below points fd 2 elsewhere for a while
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_at_start)
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ info logs out of the CLI
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        warnings.showwarning = _one_line_warning
+        tf = import_tensorflow_quietly()  # every command needs it; import it here so its banner can be dropped
+    finally:
+        os.close(_stderr_fd)
+        _stderr_fd = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    tf = None
     try:
-        tf = import_tensorflow_quietly()  # every command needs it; import it here so its banner can be dropped
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -104,6 +112,16 @@ _OS_FIX = {errno.ENOSPC: "free disk space, then resume (the last checkpoint is i
            errno.EACCES: "make it writable or choose another --outdir",
            errno.EROFS: "the filesystem is read-only: choose another --outdir",
            errno.EPERM: "make it writable or choose another --outdir"}
+
+
+_stderr_fd: int | None = None
+
+
+def _exit_at_start(signum, frame):
+    os.write(2 if _stderr_fd is None else _stderr_fd,
+             f"error: stopped by {signal.Signals(signum).name} before anything was done; run the command again\n"
+             .encode())
+    os._exit(Stopped.exit_code)  # no exception: an import in progress could wrap it or swallow it
 
 
 def _stop(signum, frame):
