@@ -156,3 +156,21 @@ def test_bad_batch_splits_are_user_errors(folder):
         training_iterator(_two_cpus(), folder, batch_size=6, batch_gpu=2)
     with pytest.raises(UserError, match="multiple"):
         training_iterator(tf.distribute.get_strategy(), folder, batch_size=6, batch_gpu=4)
+
+
+@pytest.mark.parametrize("source", ["folder", "records"])
+def test_val_images_are_held_out_of_the_stream_and_read_on_their_own(source, request):
+    from sg2ada.data import select_subset, select_val
+
+    path = request.getfixturevalue(source)
+    train, held = select_subset(N, 8, 3, val=3), select_val(N, 8, 3, val=3)
+    assert len(held) == 3 and not set(train) & set(held)
+    assert sorted([*train, *held]) == select_subset(N, 8, 3).tolist()  # the held-out come from the subset
+    seen = {i for x, _ in _global_batches(tf.distribute.get_strategy(), path, 8, batch_gpu=4, seed=3, subset=8,
+                                          val=3) for i, _ in _identify(x)}
+    assert seen == set(train.tolist())  # 32 images: every training image, never a held-out one
+    (x, _), = make_dataset(path, 3, shuffle=False, repeat=False, subset=8, seed=3, val=3, held_out=True)
+    assert sorted(i for i, _ in _identify(np.asarray(x))) == held.tolist()
+    assert not np.array_equal(select_val(N, None, 3, 3), select_val(N, None, 4, 3))  # seeded
+    with pytest.raises(UserError, match="--val 8 must hold out fewer than the 8 images"):
+        select_val(N, 8, 3, 8)

@@ -29,10 +29,11 @@ def data8(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(data8, tmp_path_factory):
-    """One finished run: 10 iterations of 4 images, a tick every 16 images, snapshots every 2 ticks."""
+    """One finished run: 10 iterations of 4 images, a tick every 16 images, snapshots every 2 ticks, 8 of
+    the 32 images held out."""
     out = tmp_path_factory.mktemp("runs")
     status = cli(["train", "--outdir", str(out), "--data", data8, *TINY, "--kimg", "0.04", "--tick", "0.016",
-                  "--snap", "2", "--keep", "2", "--backup-uri", str(out / "bucket")])
+                  "--snap", "2", "--keep", "2", "--backup-uri", str(out / "bucket"), "--val", "8"])
     assert status == 0
     (run_dir,) = [p for p in out.iterdir() if p.name != "bucket"]
     return run_dir
@@ -48,6 +49,8 @@ def test_run_directory_ticks_and_tensorboard(run):
     assert [s["Progress/kimg"]["mean"] for s in stats] == pytest.approx([0.004, 0.020, 0.036, 0.040])
     assert [s["Progress/tick"]["mean"] for s in stats] == [0, 1, 2, 3]
     assert stats[1]["Loss/G/loss"]["num"] == 4  # every iteration of the tick is in the mean
+    # D's sign on training reals minus on the held-out ones: a difference of two means of +-1
+    assert all(-2 <= s["Health/val_gap"]["mean"] <= 2 for s in stats)
     log = (run / "log.txt").read_text()
     tick_lines = [line for line in log.splitlines() if line.startswith("tick ")]
     assert len(tick_lines) == 4
@@ -59,7 +62,7 @@ def test_run_directory_ticks_and_tensorboard(run):
     tags = set(acc.Tags()["tensors"])
     want = {"Loss/G/loss", "Loss/D/loss", "Loss/scores/real", "Loss/signs/real", "Progress/augment", "Progress/kimg",
             "Progress/tick", "Timing/sec_per_tick", "Timing/sec_per_kimg", "Timing/total_hours",
-            "Resources/cpu_mem_gb", "Images/fakes", "Images/reals", "Images/interpolation"}
+            "Resources/cpu_mem_gb", "Images/fakes", "Images/reals", "Images/interpolation", "Health/val_gap"}
     assert want <= tags, want - tags
     assert "Resources/peak_gpu_mem_gb" not in tags  # no GPU: not reported rather than reported as 0
     assert [e.step for e in acc.Tensors("Progress/kimg")] == [4, 20, 36, 40]

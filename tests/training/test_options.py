@@ -74,6 +74,8 @@ def test_resume_speeds_up_ada_and_disables_ema_rampup():
     (dict(fp32=True, precision="fp16"), "contradicts"),
     (dict(batch=8, batch_gpu=8, mbstd=3), "minibatch-stddev group"),
     (dict(strategy="tpu"), "--strategy"),
+    (dict(val=-1), "--val must be an integer >= 0"),
+    (dict(val=8, subset=8), "--val 8 must hold out fewer than the 8 images"),
 ])
 def test_user_errors(kwargs, msg):
     with pytest.raises(UserError, match=msg):
@@ -103,6 +105,14 @@ def test_damaged_options_file_is_one_line_naming_it(text, msg):
     with pytest.raises(UserError, match=msg) as e:
         TrainingOptions.from_json(text, where="runs/00001/training_options.json")
     assert "runs/00001/training_options.json" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_val_is_kept_and_may_be_absent_from_an_options_file():
+    o = resolve_options(**GEOM, cfg="tiny", val=16)
+    assert o.val == 16 and TrainingOptions.from_json(o.to_json()) == o
+    d = o.to_dict()
+    del d["val"]  # a file without the field: nothing held out
+    assert TrainingOptions.from_dict(d) == o.replace(val=0)
 
 
 def test_unknown_field_is_refused():

@@ -68,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--data", metavar="PATH", help="training data: a folder from `sg2ada dataset`")
     _flag(d, "--cond", "train a conditional model on the dataset labels [default: false]")
     d.add_argument("--subset", type=int, metavar="INT", help="train with only N images [default: all]")
+    d.add_argument("--val", type=int, metavar="N", help="hold out N of the training images: D's outputs on them "
+                   "against training images show when D overfits [default: 0]")
     _flag(d, "--mirror", "add x-flipped copies of the images [default: false]")
     b = p.add_argument_group("base config")
     b.add_argument("--cfg", metavar="NAME", help="auto, stylegan2, paper256, paper512, paper1024, cifar, tiny "

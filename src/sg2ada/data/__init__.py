@@ -3,10 +3,11 @@ pipeline and the built-in demo data.
 
 Public API (TensorFlow is imported only when a pipeline is built or a dataset is written):
     open_dataset(path) -> DatasetInfo
-    training_iterator(strategy, path, *, batch_size, batch_gpu, mirror, subset, seed, skip_images)
+    training_iterator(strategy, path, *, batch_size, batch_gpu, mirror, subset, seed, skip_images, val)
     training_dataset_fn(path, *, batch_size, batch_gpu, ...)   its dataset_fn(input_context)
     make_dataset(path, batch_size, *, mirror, subset, seed, shuffle, cache, repeat, ...)   metrics, grids
-    label_sampler(path, *, subset, seed) -> LabelSampler
+    label_sampler(path, *, subset, seed, val) -> LabelSampler
+    select_subset / select_val(count, subset, seed, val) -> the indices training uses / holds out
     raw_labels(path) -> every image's label (int64 [N] or float32 [N, D]) or None
     convert_dataset(source, dest, **options) -> dataset.json content
     generate_shapes(count, resolution, seed) -> (images, labels)
@@ -23,6 +24,7 @@ _EXPORTS = {
     "label_sampler": "sg2ada.data.pipeline",
     "LabelSampler": "sg2ada.data.pipeline",
     "select_subset": "sg2ada.data.pipeline",
+    "select_val": "sg2ada.data.pipeline",
     "raw_labels": "sg2ada.data.pipeline",
     "convert_dataset": "sg2ada.data.tool",
     "is_dataset_dir": "sg2ada.data.tool",

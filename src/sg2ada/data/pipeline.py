@@ -189,15 +189,31 @@ def raw_labels(info) -> np.ndarray | None:
     return _raw_labels(open_dataset(info))
 
 
-def select_subset(count: int, subset, seed: int) -> np.ndarray:
-    """Indices kept by `subset` (sorted int64), NVIDIA's rule; all indices when subset is None/large."""
+def select_subset(count: int, subset, seed: int, val: int = 0) -> np.ndarray:
+    """Indices training uses (sorted int64): NVIDIA's rule for `subset` (all indices when None/large),
+    without the `val` images held out for validation (`select_val`)."""
+    return _select(count, subset, seed, val)[0]
+
+
+def select_val(count: int, subset, seed: int, val: int) -> np.ndarray:
+    """The `val` images (sorted indices) held out of training: a seeded choice among the subset's, whose
+    D outputs against the training images' show overfitting (the ADA paper's validation set, Fig. 1)."""
+    return _select(count, subset, seed, val)[1]
+
+
+def _select(count: int, subset, seed: int, val: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(count, dtype=np.int64)
-    if subset is None or subset >= count:
-        return idx
-    if subset < 1:
-        raise UserError(f"--subset must be at least 1, not {subset}")
-    np.random.RandomState(seed % (1 << 32)).shuffle(idx)
-    return np.sort(idx[:subset])
+    if subset is not None and subset < count:
+        if subset < 1:
+            raise UserError(f"--subset must be at least 1, not {subset}")
+        np.random.RandomState(seed % (1 << 32)).shuffle(idx)
+        idx = np.sort(idx[:subset])
+    if not val:
+        return idx, idx[:0]
+    if not 0 < val < len(idx):
+        raise UserError(f"--val {val} must hold out fewer than the {len(idx)} images training would use")
+    held = np.sort(np.random.RandomState((seed + 1) % (1 << 32)).choice(idx, val, replace=False))
+    return np.setdiff1d(idx, held), held
 
 
 def _cache_budget() -> int:
@@ -288,7 +304,7 @@ def _add_flag(value: bool):
 def make_dataset(path, batch_size: int, *, mirror: bool = False, subset=None, seed: int = 0,
                  shuffle: bool = True, cache=None, repeat: bool = True, drop_remainder=None,
                  subset_seed=None, shuffle_mb=None, as_uint8: bool = False, with_index: bool = False,
-                 prefetch: bool = True):
+                 prefetch: bool = True, val: int = 0, held_out: bool = False):
     """tf.data.Dataset of `(images [B,H,W,C] float32 in [-1,1], labels [B, label_dim] float32)`.
 
     For metrics, image grids and previews; training reads `training_iterator`'s stream.
@@ -296,6 +312,7 @@ def make_dataset(path, batch_size: int, *, mirror: bool = False, subset=None, se
     batch_size: images per element.
     mirror:     also yield every image x-flipped (dataset size doubles), as NVIDIA's --mirror.
     subset:     keep a seeded choice of this many images (seeded by `subset_seed`, default `seed`).
+    val:        without the `val` images held out of training (`select_val`); `held_out`: only those.
     shuffle:    seeded buffer shuffle, reshuffled each epoch; files are shuffled too when not cached.
     cache:      None = in memory if the decoded selection fits the budget (a quarter of RAM, at
                 most 16 GiB; env SG2ADA_DATA_CACHE_MB overrides); True/False force; a string is a
@@ -309,7 +326,8 @@ def make_dataset(path, batch_size: int, *, mirror: bool = False, subset=None, se
     info = open_dataset(path)
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, not {batch_size}")
-    keep_idx = select_subset(info.count, subset, seed if subset_seed is None else subset_seed)
+    keep_idx = (select_val if held_out else select_subset)(info.count, subset,
+                                                          seed if subset_seed is None else subset_seed, val)
     keep = None
     if len(keep_idx) < info.count:
         keep = np.zeros(info.count, bool)
@@ -540,7 +558,7 @@ class _RecordReader:
 
 
 def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool = False, subset=None,
-                        seed: int = 0, skip_images: int = 0):
+                        seed: int = 0, skip_images: int = 0, val: int = 0):
     """The `dataset_fn(input_context)` of `training_iterator` (see there); usable directly with a
     hand-built `tf.distribute.InputContext`. Reads (or decodes) the selected images now, once."""
     import tensorflow as tf
@@ -551,7 +569,7 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
                         "pass --batch a multiple of --batch-gpu")
     if skip_images < 0:
         raise ValueError(f"skip_images must be >= 0, not {skip_images}")
-    keep = select_subset(info.count, subset, seed)
+    keep = select_subset(info.count, subset, seed, val)
     n = len(keep)
     items = n * (2 if mirror else 1)
     if info.kind == "memory" or n * info.image_nbytes <= _cache_budget():
@@ -608,7 +626,7 @@ def training_dataset_fn(path, *, batch_size: int, batch_gpu: int, mirror: bool =
 
 
 def training_iterator(strategy, path, *, batch_size: int, batch_gpu: int, mirror: bool = False, subset=None,
-                      seed: int = 0, skip_images: int = 0):
+                      seed: int = 0, skip_images: int = 0, val: int = 0):
     """Iterator over the training set for `strategy` (any tf.distribute strategy, including the
     default one): each next() gives every replica its (images float32 [batch_gpu, H, W, C] in
     [-1, 1], labels float32 [batch_gpu, label_dim]) of the current accumulation round, so one
@@ -616,13 +634,14 @@ def training_iterator(strategy, path, *, batch_size: int, batch_gpu: int, mirror
 
     The global stream depends only on (seed, position): batch i holds the same images in the same
     places for any cluster shape. mirror adds x-flipped copies (NVIDIA's --mirror), subset keeps a
-    seeded choice of images (`select_subset`, seeded by `seed`), skip_images starts the stream at
-    that position without reading what is skipped (resume: the images already trained on). The selection
+    seeded choice of images (`select_subset`, seeded by `seed`), val holds that many of them out
+    (`select_val`), skip_images starts the stream at that position without reading what is skipped
+    (resume: the images already trained on). The selection
     is held in memory when it fits `_cache_budget()` (SG2ADA_DATA_CACHE_MB); a larger tool-made
     dataset is read record by record from its shards.
     """
     fn = training_dataset_fn(path, batch_size=batch_size, batch_gpu=batch_gpu, mirror=mirror, subset=subset,
-                             seed=seed, skip_images=skip_images)
+                             seed=seed, skip_images=skip_images, val=val)
     return iter(strategy.distribute_datasets_from_function(fn))
 
 
@@ -685,15 +704,15 @@ class LabelSampler:
         return self.rows[which]
 
 
-def label_sampler(path, *, subset=None, seed: int = 0) -> LabelSampler:
-    """Sampler over the labels of the images training uses (the same `subset` choice)."""
+def label_sampler(path, *, subset=None, seed: int = 0, val: int = 0) -> LabelSampler:
+    """Sampler over the labels of the images training uses (the same `subset` and `val` choice)."""
     info = open_dataset(path)
     if not info.has_labels:
         return LabelSampler(np.zeros((0, 0), np.float32), np.zeros((0,), np.int64))
     raw = _raw_labels(info)
     if raw is None:
         raise UserError(f"dataset {info.path} has labels but no labels file; rebuild it with sg2ada dataset")
-    raw = raw[select_subset(info.count, subset, seed)]
+    raw = raw[select_subset(info.count, subset, seed, val)]
     if info.label_type == "class":
         counts = np.bincount(raw, minlength=info.label_dim)
         present = np.nonzero(counts)[0]

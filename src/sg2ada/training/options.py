@@ -32,6 +32,8 @@ STRATEGIES = ("auto", "mirrored", "multiworker", "default")
 CONTINUE_OVERRIDES = ("kimg", "tick", "snap", "metrics", "keep", "backup_uri", "time_limit", "batch_gpu",
                       "strategy", "xla")
 DEFAULT_METRICS = ("fid50k_full",)  # NVIDIA's default for a new run
+# Fields a training_options.json may lack, and the value that their absence means (the feature off).
+OPTIONAL_FIELDS = {"val": 0}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainingOptions:
     cond: bool
     mirror: bool
     subset: int | None
+    val: int  # training images held out to show D's overfitting (ADA paper Fig. 1); 0 = none
     # Base config.
     cfg: str
     total_kimg: float
@@ -111,6 +114,7 @@ class TrainingOptions:
         if not isinstance(d, dict):
             raise UserError(f"{where} does not hold an options object; restore it from a backup")
         names = [f.name for f in dataclasses.fields(cls)]
+        d = {**OPTIONAL_FIELDS, **d}
         missing = [n for n in names if n not in d]
         unknown = sorted(set(d) - set(names))
         if missing or unknown:
@@ -254,6 +258,7 @@ def resolve_options(
     mirror: bool = False,
     cond: bool = False,
     subset: int | None = None,
+    val: int | None = None,
     freezed: int | None = None,
     resume: str | None = None,
     seed: int = 0,
@@ -299,6 +304,10 @@ def resolve_options(
         _check_int("subset", subset, 1)
         if dataset_size is not None and subset > dataset_size:
             raise UserError(f"--subset must be between 1 and {dataset_size}")
+    val = 0 if val is None else _check_int("val", val, 0)
+    used = subset or dataset_size
+    if val and used is not None and val >= used:
+        raise UserError(f"--val {val} must hold out fewer than the {used} images training would use")
     num_replicas = _check_int("gpus", num_replicas, 1)
 
     # ---- base config ----
@@ -431,7 +440,7 @@ def resolve_options(
                         time_limit=time_limit)
     return TrainingOptions(
         data=data, resolution=resolution, img_channels=img_channels, c_dim=c_dim, cond=bool(cond),
-        mirror=bool(mirror), subset=subset, cfg=cfg, total_kimg=float(total_kimg), batch_size=batch_size,
+        mirror=bool(mirror), subset=subset, val=val, cfg=cfg, total_kimg=float(total_kimg), batch_size=batch_size,
         batch_gpu=batch_gpu, G=G_cfg, D=D_cfg, glr=glr, dlr=dlr, betas=(0.0, 0.99), eps=1e-8,
         G_reg_interval=4, D_reg_interval=16, r1_gamma=r1_gamma, pl_weight=preset.pl_weight, pl_decay=0.01,
         pl_batch_shrink=2, style_mixing_prob=preset.style_mixing_prob, ema_kimg=ema_kimg, ema_rampup=ema_rampup,

@@ -88,7 +88,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
         keras.utils.set_random_seed(opts.seed)  # initial weights from --seed, as NVIDIA seeds torch
         trainer = Trainer(opts, strategy)
         if opts.c_dim:
-            trainer.set_labels(label_sampler(opts.data, subset=opts.subset, seed=opts.seed))
+            trainer.set_labels(label_sampler(opts.data, subset=opts.subset, seed=opts.seed, val=opts.val))
         loop_state = tf.train.Checkpoint(tick=tf.Variable(0, dtype=tf.int64, trainable=False),
                                          tick_start_nimg=tf.Variable(0, dtype=tf.int64, trainable=False),
                                          elapsed_sec=tf.Variable(0.0, dtype=tf.float64, trainable=False))
@@ -125,7 +125,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
             # ---- Input: the global batch stream from position cur_nimg, a share per worker ---
             data_iter = training_iterator(strategy, opts.data, batch_size=opts.batch_size,
                                           batch_gpu=trainer.batch_gpu, mirror=opts.mirror, subset=opts.subset,
-                                          seed=opts.seed, skip_images=cur_nimg)
+                                          seed=opts.seed, skip_images=cur_nimg, val=opts.val)
 
             # ---- Export sample images (chief) ----------------------------------------------
             grid = health = None
@@ -135,6 +135,7 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                 health = HealthMonitor(aug=opts.aug, ada_target=opts.ada_target, ada_kimg=opts.ada_kimg,
                                        p_max=opts.ada_p_max, r1_gamma=opts.r1_gamma)
                 health.set_reals(grid.real_images[:HEALTH_BATCH])
+                held_out = _held_out_reals(opts) if opts.val else None
                 health.replay(monitor.history)
                 if restored is None:
                     save_png(grid.reals, os.path.join(run_dir, "reals.png"))
@@ -207,8 +208,12 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
                             fields.append(f"gpumem {gpu_gb:<6.2f}")
                         fields.append(f"augment {p:.3f}")
                         if health is not None:  # the chief's diagnosis: one line per problem, with its fix
-                            checkup = health.update(collector.as_dict(), kimg=cur_nimg / 1000,
-                                                    fakes=grid.fake_images(HEALTH_BATCH))
+                            d_train = d_val = None
+                            if held_out is not None:  # D on images it trains on and on images it never saw
+                                d_train = _d_logits(trainer.D, *grid.real_batch(len(held_out[0])))
+                                d_val = _d_logits(trainer.D, *held_out)
+                            checkup = health.update(collector.as_dict(), kimg=cur_nimg / 1000, d_train=d_train,
+                                                    d_val=d_val, fakes=grid.fake_images(HEALTH_BATCH))
                             for name, value in checkup.numbers.items():
                                 collector.report(name, value)
                             for line in checkup.warnings:
@@ -282,6 +287,18 @@ def _stop_non_finite(what: str, cur_nimg: int, keeper: CheckpointKeeper, run_dir
            f"training stopped before its first checkpoint: start again with {fix}"))
 
 
+def _held_out_reals(opts: TrainingOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Up to HEALTH_BATCH of the `--val` images held out of training, and their labels."""
+    ds = make_dataset(opts.data, min(opts.val, HEALTH_BATCH), shuffle=False, repeat=False, subset=opts.subset,
+                      seed=opts.seed, val=opts.val, held_out=True)
+    images, labels = next(iter(ds))
+    return np.asarray(images), np.asarray(labels, np.float32)[:, : opts.c_dim]
+
+
+def _d_logits(D, images, c) -> np.ndarray:
+    return np.asarray(D(tf.convert_to_tensor(images), tf.convert_to_tensor(c)), np.float64).ravel()
+
+
 class _SampleGrid:
     """NVIDIA's snapshot grid: a fixed choice of reals, and G_ema's images of fixed latents."""
 
@@ -289,13 +306,19 @@ class _SampleGrid:
         self.G = G
         self.size = mon.grid_shape(opts.resolution)
         n = self.size[0] * self.size[1]
-        images, labels = next(iter(make_dataset(opts.data, n, shuffle=True, seed=opts.seed, subset=opts.subset)))
+        images, labels = next(iter(make_dataset(opts.data, n, shuffle=True, seed=opts.seed, subset=opts.subset,
+                                                val=opts.val)))
+        self.real_float = np.asarray(images)
         self.real_images = np.asarray(to_uint8(images))
         self.reals = image_grid(self.real_images, *self.size)
         self.c = np.zeros([n, opts.c_dim], np.float32)  # an unconditional run on a labelled dataset: no labels
         if opts.c_dim:
             self.c[: len(labels)] = np.asarray(labels, np.float32)[:, : opts.c_dim]
         self.z = np.random.RandomState(opts.seed).standard_normal([n, G.config.z_dim]).astype(np.float32)
+
+    def real_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first n reals of the grid (training images) as D takes them, with their labels."""
+        return self.real_float[:n], self.c[:n]
 
     def fake_images(self, n: int | None = None) -> np.ndarray:
         return np.asarray(to_uint8(generate_images(self.G, self.z[:n], self.c[:n])))
