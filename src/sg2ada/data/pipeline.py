@@ -660,6 +660,12 @@ class LabelSampler:
         self._cum = np.cumsum(self.counts)
         self.total = int(self._cum[-1]) if len(self._cum) else 0
 
+    @classmethod
+    def of_rows(cls, labels) -> "LabelSampler":
+        """The sampler of a label array [count, label_dim] (one row per image)."""
+        labels = np.asarray(labels, np.float32)
+        return cls(*np.unique(labels.reshape(len(labels), -1), axis=0, return_counts=True))
+
     @functools.cached_property
     def _tensors(self):
         import tensorflow as tf
@@ -717,5 +723,4 @@ def label_sampler(path, *, subset=None, seed: int = 0, val: int = 0) -> LabelSam
         counts = np.bincount(raw, minlength=info.label_dim)
         present = np.nonzero(counts)[0]
         return LabelSampler(np.eye(info.label_dim, dtype=np.float32)[present], counts[present])
-    rows, counts = np.unique(raw.reshape(len(raw), -1), axis=0, return_counts=True)
-    return LabelSampler(rows, counts)
+    return LabelSampler.of_rows(raw)

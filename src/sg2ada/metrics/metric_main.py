@@ -204,8 +204,7 @@ class DatasetSource:
                 out = [np.asarray(lab, np.float32) for _img, lab in self._batches(256)]
                 labels = np.concatenate(out) if out else np.zeros([0, 0], np.float32)
                 if labels.size:
-                    rows, counts = np.unique(labels.reshape(len(labels), -1), axis=0, return_counts=True)
-                    self._labels = LabelSampler(rows, counts)
+                    self._labels = LabelSampler.of_rows(labels)
                 else:
                     self._labels = ()
         return self._labels or None

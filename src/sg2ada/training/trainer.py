@@ -197,7 +197,7 @@ class Trainer:
             rows = np.asarray(labels, np.float32).reshape([-1, self.opts.c_dim])
             if len(rows) == 0:
                 raise UserError("the dataset has no labels to draw conditioning labels from")
-            labels = LabelSampler(*np.unique(rows, axis=0, return_counts=True))
+            labels = LabelSampler.of_rows(rows)
         self._labels = labels
         self._phase_fns.clear()
         self._grad_fns.clear()
