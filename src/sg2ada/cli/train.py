@@ -279,11 +279,11 @@ def _train(args, progress: bool | None = None) -> tuple[int, str | None]:
 
     # ---- The run directory: chosen and made by the chief alone, learnt by the other workers ----
     transfer = opts.resume if not continue_dir and opts.resume else None
-    desc = run_desc(opts.data, cfg=opts.cfg, gpus=num_replicas, cond=opts.cond, subset=opts.subset,
-                    mirror=opts.mirror, gamma=given.get("gamma"), kimg=given.get("kimg"),
-                    batch=given.get("batch"), aug=given.get("aug"), p=given.get("p"),
-                    target=given.get("target"), augpipe=given.get("augpipe"), resume=given.get("resume"),
-                    freezed=given.get("freezed"))
+    desc = None if continue_dir else run_desc(
+        opts.data, cfg=opts.cfg, gpus=num_replicas, cond=opts.cond, subset=opts.subset, mirror=opts.mirror,
+        gamma=given.get("gamma"), kimg=given.get("kimg"), batch=given.get("batch"), aug=given.get("aug"),
+        p=given.get("p"), target=given.get("target"), augpipe=given.get("augpipe"), resume=given.get("resume"),
+        freezed=given.get("freezed"))  # the new run directory's name, NVIDIA's way
     if args.dry_run:
         _print_summary(opts, continue_dir or next_run_dir(args.outdir, desc), num_replicas)
         if transfer is not None:
