@@ -105,6 +105,28 @@ def test_failed_write_leaves_nothing(nets, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("killed", ["after moving the old one aside", "before removing the old one"])
+def test_an_overwrite_killed_midway_is_undone(snap, tmp_path, killed):
+    """`save_snapshot(overwrite=True)` moves the old snapshot aside, renames the new one in, removes
+    the old one; a kill between two steps leaves folders that `clean_interrupted_writes` sorts out."""
+    import shutil
+
+    old_meta = (snap / "snapshot.json").read_text()
+    path = tmp_path / snap.name
+    shutil.copytree(snap, tmp_path / f".{snap.name}.old-123-abcdef01")
+    (tmp_path / f".{snap.name}.tmp-123-abcdef02").mkdir()  # the new one, maybe incomplete
+    (tmp_path / f".{snap.name}.tmp-123-abcdef02" / "weights.npz").write_bytes(b"PK")
+    if killed == "before removing the old one":
+        shutil.copytree(snap, path)
+        (path / "snapshot.json").write_text(old_meta.replace("unit test", "the new one"))  # it arrived
+    (tmp_path / ".notes.tmp-1").write_text("a file, not a snapshot's folder")
+    snapshot.clean_interrupted_writes(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [".notes.tmp-1", snap.name]
+    new_meta = old_meta.replace("unit test", "the new one")
+    assert (path / "snapshot.json").read_text() == (old_meta if killed.startswith("after") else new_meta)
+    load_network(path)  # complete
+
+
 def test_missing_and_not_a_snapshot(tmp_path):
     with pytest.raises(UserError, match="nothing-here: no such file"):
         load_network(tmp_path / "nothing-here")

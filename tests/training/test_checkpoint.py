@@ -166,6 +166,19 @@ def test_kill_before_state_update_keeps_previous(trainer, tmp_path):
     _assert_same(_values(trainer), good)
 
 
+def test_leftovers_of_interrupted_saves_are_removed_at_start(trainer, tmp_path):
+    """A kill inside a save leaves `ckpt-N_temp/`; a full disk during the state file's write leaves
+    `checkpoint.tmp<hex>`. Neither is named by the state file: the next keeper removes both."""
+    k = CheckpointKeeper(trainer.checkpoint_items(), str(tmp_path), keep=3)
+    k.save()
+    (tmp_path / "ckpt-2_temp").mkdir()
+    (tmp_path / "ckpt-2_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+    (tmp_path / "checkpoint.tmp0123abcd").write_text('model_checkpoint_path: "ckpt-')
+    k2 = CheckpointKeeper(trainer.checkpoint_items(), str(tmp_path), keep=3)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    assert k2.restore().endswith("ckpt-1")
+
+
 def test_state_file_is_replaced_atomically(trainer, tmp_path, monkeypatch):
     """CheckpointManager writes the state file through a temporary file and a rename."""
     from tensorflow.python.lib.io import file_io

@@ -19,6 +19,7 @@ also accepts NVIDIA's pickles and returns the same.
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
 import shutil
@@ -144,6 +145,22 @@ def save_snapshot(path, G, D, G_ema, dataset=None, kimg=None, source="sg2ada", o
     return path
 
 
+def clean_interrupted_writes(parent: str) -> None:
+    """Undo what a `save_snapshot` killed midway left in `parent`: its temporary folders go, and an
+    overwritten snapshot moved aside (`.NAME.old-*`) goes back where its replacement never arrived."""
+    for old in glob.glob(os.path.join(glob.escape(parent), ".*.old-*")):
+        if not os.path.isdir(old) or os.path.islink(old):
+            continue
+        base = os.path.basename(old)[1:].rsplit(".old-", 1)[0]
+        if os.path.lexists(os.path.join(parent, base)):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, os.path.join(parent, base))
+    for tmp in glob.glob(os.path.join(glob.escape(parent), ".*.tmp-*")):
+        if os.path.isdir(tmp) and not os.path.islink(tmp):  # a folder: a snapshot's, not a file's temporary
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def read_snapshot_meta(path) -> dict:
     """snapshot.json of a snapshot directory, validated (no TensorFlow needed)."""
     path = os.fspath(path)
@@ -227,5 +244,6 @@ def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
     return Networks(built["G"], built["D"], built["G_ema"], meta)
 
 
-__all__ = ["Networks", "build_networks", "save_snapshot", "load_snapshot", "read_snapshot_meta",
+__all__ = ["Networks", "build_networks", "save_snapshot", "clean_interrupted_writes", "load_snapshot",
+           "read_snapshot_meta",
            "read_snapshot_weights", "FORMAT", "VERSION"]

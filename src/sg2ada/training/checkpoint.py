@@ -251,9 +251,12 @@ class CheckpointKeeper:
             save_dir = self._tmpdir
         else:
             tf.io.gfile.makedirs(directory)
-            # A save killed midway leaves its shards in `ckpt-N_temp/`; the state file never named them.
-            for stale in glob.glob(os.path.join(directory, "ckpt-*_temp")):
+            # A save killed midway leaves its shards in `ckpt-N_temp/`, which the state file never named,
+            # and a state file write stopped by a full disk leaves its `checkpoint.tmp*`.
+            for stale in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
                 shutil.rmtree(stale, ignore_errors=True)
+            for stale in glob.glob(os.path.join(glob.escape(directory), "checkpoint.tmp*")):
+                os.remove(stale)
         self.manager = tf.train.CheckpointManager(self.checkpoint, save_dir, max_to_keep=keep)
 
     @property

@@ -25,9 +25,7 @@ Exit status (also that of `sg2ada train`):
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import shutil
 import signal
 import sys
 import time
@@ -42,7 +40,7 @@ from sg2ada.errors import UserError
 from sg2ada.images import image_grid, save_png, to_uint8
 from sg2ada.metrics import run_metrics
 from sg2ada.networks.generator import generate_images
-from sg2ada.networks.snapshot import save_snapshot
+from sg2ada.networks.snapshot import clean_interrupted_writes, save_snapshot
 from sg2ada.training import distribute
 from sg2ada.training import monitor as mon
 from sg2ada.training.checkpoint import Backup, CheckpointKeeper, preemption_handler
@@ -97,9 +95,8 @@ def training_loop(opts: TrainingOptions, run_dir: str, strategy: tf.distribute.S
         keeper = CheckpointKeeper(dict(trainer.checkpoint_items(), loop=loop_state),
                                   os.path.join(run_dir, CHECKPOINT_SUBDIR), keep=opts.keep, chief=chief,
                                   backup=backup)
-        if chief:  # a snapshot write killed midway leaves its temporary folder: nothing refers to it
-            for stale in glob.glob(os.path.join(glob.escape(run_dir), ".network-snapshot-*.tmp-*")):
-                shutil.rmtree(stale, ignore_errors=True)
+        if chief:
+            clean_interrupted_writes(run_dir)  # of a snapshot write killed midway
         dataset_info = open_dataset(opts.data).to_dict()  # for snapshot.json
         monitor = None
         stopped = False
