@@ -42,5 +42,7 @@ def reference_dir() -> pathlib.Path:
 def _reset_keras_state():
     import keras
 
-    keras.utils.clear_session()  # fresh layer-name counters, so variable names are stable per test
+    # Fresh layer-name counters, so variable names are stable per test. Without a garbage collection:
+    # a full one over a test process's TensorFlow objects costs seconds, and the counters need none.
+    keras.utils.clear_session(free_memory=False)
     yield

@@ -7,7 +7,8 @@
    `python3` is a fresh venv's interpreter (standing in for the image's), absolute paths
    `/opt/sg2ada`, `/data`, `/runs` and `/notebooks` live under the temporary root,
    `groupadd`/`useradd` write that root's /etc (`--prefix`), and the `gpu` extra becomes `cpu`
-   (tensorflow[and-cuda] would fetch gigabytes of CUDA wheels). USER must name the created account,
+   (tensorflow[and-cuda] would fetch gigabytes of CUDA wheels); Dockerfiles whose instructions after
+   FROM are then the same (the CPU and GPU images) are carried out once. USER must name the created account,
    WORKDIR must exist, and ENTRYPOINT + CMD (`sg2ada doctor`) must run and compile its XLA training
    step. The Jupyter image's CMD starts Jupyter, which comes with its base image: there the test
    checks that the command serves the notebook it copied on the exposed port, and runs
@@ -82,11 +83,37 @@ def _relocate(cmd: str, root: Path, python: Path) -> str:
     return cmd
 
 
+def _after_from(dockerfile: Path) -> tuple[tuple[str, str], ...]:
+    """The instructions this test carries out for a Dockerfile: those after its first FROM, with the
+    substitution this test makes in ARG defaults: CPU wheels instead of tensorflow[and-cuda]."""
+    def cpu(instr, arg):
+        if instr != "ARG":
+            return arg
+        name, _, default = arg.partition("=")
+        return f"{name}={','.join(sorted({e for e in default.split(',') if e} - {'gpu'} | {'cpu'}))}"
+
+    instrs = parse_dockerfile(dockerfile)
+    first = next((i for i, (instr, _) in enumerate(instrs) if instr == "FROM"), len(instrs))
+    return tuple((instr, cpu(instr, arg)) for instr, arg in instrs[first + 1:])
+
+
+def _same_steps() -> list[list[Path]]:
+    """The Dockerfiles grouped by what this test carries out for them: the CPU and GPU images differ
+    only in their base image and extras, so one run of the steps serves both."""
+    groups: dict = {}
+    for dockerfile in DOCKERFILES:
+        groups.setdefault(_after_from(dockerfile), []).append(dockerfile)
+    return list(groups.values())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_every_command_after_from_runs(dockerfile, tmp_path):
+@pytest.mark.parametrize("dockerfiles", _same_steps(), ids=lambda group: "+".join(p.name for p in group))
+def test_every_command_after_from_runs(dockerfiles, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("useradd --prefix needs root (CI and the dev machines run as root)")
+    for dockerfile in dockerfiles:
+        instr = parse_dockerfile(dockerfile)[0][0]
+        assert instr == "FROM", f"{dockerfile.name}: {instr} before FROM"
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     for f in ("passwd", "group", "shadow", "gshadow"):
@@ -99,16 +126,12 @@ def test_every_command_after_from_runs(dockerfile, tmp_path):
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
     user = workdir = entrypoint = cmd = None
     exposed = []
-    seen_from = False
-    for instr, arg in parse_dockerfile(dockerfile):
+    for instr, arg in _after_from(dockerfiles[0]):
         if instr == "FROM":
-            seen_from = True
             continue
-        assert seen_from, f"{instr} before FROM"
         if instr == "ARG":
-            name, _, default = arg.partition("=")
-            # The substitution this test makes: CPU wheels instead of tensorflow[and-cuda].
-            env[name] = default.replace("gpu", "cpu") if "gpu" in default else (default + ",cpu").lstrip(",")
+            name, _, value = arg.partition("=")
+            env[name] = value
         elif instr == "ENV":
             for pair in shlex.split(arg):
                 k, _, v = pair.partition("=")

@@ -4,7 +4,8 @@ accumulation, trains the same trajectory (same per-tick losses and augmentation 
 final weights to float tolerance), leaving exactly one run directory each. A checkpoint resumes on
 any other shape (elastic resume, both ways), and a two-worker run whose worker is SIGKILLed,
 restarted on both workers with `--resume latest`, continues from its last checkpoint to the same
-result. Thirteen training processes in all, started in two waves so that the cores stay busy.
+result. Ten training processes in all: the straight run and two chains of three hops (each hop a
+change of shape), started in three waves so that the cores stay busy.
 
 D's minibatch-stddev layer groups the images of one device, as NVIDIA's does, so its statistics
 depend on how many images a device holds; `--mbstd 1` makes D per-sample and lets the test vary the
@@ -25,9 +26,9 @@ import time
 import numpy as np
 import pytest
 
-# kimg: 26 and 51 iterations of 8 images. The first tick ends after one iteration, the others every
-# 0.04 kimg; K1 is a tick boundary, so the per-tick losses of a resumed run line up with a straight run's.
-K1, K2 = "0.208", "0.408"
+# kimg: 16, 26 and 51 iterations of 8 images. The first tick ends after one iteration, the others every
+# 0.04 kimg; K1 and K2 are tick boundaries, so the per-tick losses of a resumed run line up with a straight run's.
+K1, K2, K3 = "0.128", "0.208", "0.408"
 COMMON = ["--cfg", "tiny", "--cbase", "128", "--cmax", "16", "--map", "1", "--batch", "8", "--mbstd", "1",
           "--mirror", "1", "--aug", "ada", "--ada-kimg", "2", "--target", "0.3", "--tick", "0.04",
           "--snap", "1000", "--metrics", "none", "--seed", "3"]
@@ -148,48 +149,53 @@ def test_every_cluster_shape_trains_the_same_run_and_resumes_on_any_other(data8,
     def args(out, *extra):
         return ["--outdir", str(out), "--data", data8, *COMMON, *extra]
 
-    # Stage 1, all at once (the two cores take turns): straight runs and first halves.
-    ref = Job(tmp_path, "ref", args(tmp_path / "ref", "--kimg", K2, "--batch-gpu", "8"))
-    devices = Job(tmp_path, "devices", args(tmp_path / "devices", "--kimg", K1), SG2ADA_CPU_DEVICES="2")
-    one_first = Job(tmp_path, "one_first", args(tmp_path / "one_to_two", "--kimg", K1))
-    two_first = Job(tmp_path, "two_first", args(tmp_path / "two_to_one", "--kimg", K1), workers=2)
-    killed = Job(tmp_path, "killed", args(tmp_path / "killed", "--kimg", K2), workers=2)
+    def resume(out, kimg, *extra):
+        return ["--resume", str(_one_run(out)), "--kimg", kimg, *extra]
+
+    hops_a, hops_b = tmp_path / "workers_killed_one", tmp_path / "devices_rounds_workers"
+    jobs = []
     try:
+        # Wave 1 (the two cores take turns): the straight run, and the first hop of each chain.
+        ref = Job(tmp_path, "ref", args(tmp_path / "ref", "--kimg", K3, "--batch-gpu", "8"))
+        devices = Job(tmp_path, "devices", args(hops_b, "--kimg", K1), SG2ADA_CPU_DEVICES="2")
+        killed = Job(tmp_path, "killed", args(hops_a, "--kimg", K2), workers=2)
+        jobs += [ref, devices, killed]
         # SIGKILL the non-chief worker once the chief has checkpointed twice (mid-run), then the
         # chief, which would otherwise wait for its peer forever: a scheduler restarts both.
         deadline = time.time() + 1800
-        while time.time() < deadline and len(list((tmp_path / "killed").glob("*/checkpoints/ckpt-*.index"))) < 2:
+        while time.time() < deadline and len(list(hops_a.glob("*/checkpoints/ckpt-*.index"))) < 2:
             assert all(p.poll() is None for p in killed.procs), open(killed.logs[0].name).read()[-3000:]
             time.sleep(0.05)
         killed.procs[1].send_signal(signal.SIGKILL)
         time.sleep(1)
         killed.kill()
-        for job in (ref, devices, one_first, two_first):
+        devices.wait()
+        assert _stats(_one_run(hops_a))[-1]["Progress/kimg"]["mean"] < float(K2), \
+            "the kill came after the end of the run"
+
+        # Wave 2: restart the killed run with one command; two devices -> one device, 4 rounds of 2.
+        restart = Job(tmp_path, "restart", ["--outdir", str(hops_a), "--resume", "latest", "--kimg", K2], workers=2)
+        rounds = Job(tmp_path, "rounds", resume(hops_b, K2, "--batch-gpu", "2"))
+        jobs += [restart, rounds]
+        restart.wait()
+        rounds.wait()
+        assert "Resumed from" in open(restart.logs[0].name).read()
+
+        # Wave 3: two workers -> one process (2 rounds of 4); one process -> two workers (4 images each).
+        one = Job(tmp_path, "one", resume(hops_a, K3))
+        workers = Job(tmp_path, "workers", resume(hops_b, K3, "--batch-gpu", "4"), workers=2)
+        jobs += [one, workers]
+        for job in (one, workers, ref):
             job.wait()
     finally:
-        for job in (ref, devices, one_first, two_first, killed):
+        for job in jobs:
             job.kill()
-    killed_run = _one_run(tmp_path / "killed")
-    assert _stats(killed_run)[-1]["Progress/kimg"]["mean"] < float(K2), "the kill came after the end of the run"
-
-    # Stage 2: continue each on another shape, and restart the killed run with one command.
-    a = Job(tmp_path, "devices_to_rounds", ["--resume", str(_one_run(tmp_path / "devices")), "--kimg", K2,
-                                            "--batch-gpu", "2"])  # 2 devices -> 1 device, 4 rounds
-    b = Job(tmp_path, "one_to_two", ["--resume", str(_one_run(tmp_path / "one_to_two")), "--kimg", K2], workers=2)
-    c = Job(tmp_path, "two_to_one", ["--resume", str(_one_run(tmp_path / "two_to_one")), "--kimg", K2])
-    d = Job(tmp_path, "restart", ["--outdir", str(tmp_path / "killed"), "--resume", "latest", "--kimg", K2],
-            workers=2)
-    for job in (a, b, c, d):
-        job.wait()
-    restart_log = open(d.logs[0].name).read()
-    assert "Resumed from" in restart_log
 
     ref_run = _one_run(tmp_path / "ref")
     init = _initial_weights(ref_run)
     assert _stats(ref_run)[-1]["Progress/augment"]["mean"] > 0  # p moved: its continuation means something
-    # One process with 8 images per round is the reference: two worker processes (first halves of
-    # two_to_one and killed), two devices in one process, and 4 accumulation rounds of 2 all match it.
-    _assert_same_trajectory(_one_run(tmp_path / "two_to_one"), ref_run, init, "two workers, then one process")
-    _assert_same_trajectory(_one_run(tmp_path / "devices"), ref_run, init, "two devices, then four rounds")
-    _assert_same_trajectory(_one_run(tmp_path / "one_to_two"), ref_run, init, "one process, then two workers")
-    _assert_same_trajectory(killed_run, ref_run, init, "two workers killed, restarted with --resume latest")
+    # One process with 8 images per round is the reference: each chain starts on another shape and
+    # moves through two more, and every hop of it matches the straight run.
+    _assert_same_trajectory(_one_run(hops_a), ref_run, init,
+                            "two workers, killed, restarted with --resume latest, then one process")
+    _assert_same_trajectory(_one_run(hops_b), ref_run, init, "two devices, then four rounds, then two workers")
