@@ -26,7 +26,7 @@ def run(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("report")
     data = base / "shapes"
-    convert_dataset("builtin:shapes", data, max_images=32, log=lambda msg: None)
+    convert_dataset("builtin:shapes", data, max_images=32, resolution=8, log=lambda msg: None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SG2ADA_CACHE", str(base / "cache"))  # no Inception file: the metric uses pixel features
         mp.setenv("SG2ADA_OFFLINE", "1")
