@@ -245,5 +245,4 @@ def load_snapshot(path, networks=NETWORK_KEYS) -> Networks:
 
 
 __all__ = ["Networks", "build_networks", "save_snapshot", "clean_interrupted_writes", "load_snapshot",
-           "read_snapshot_meta",
-           "read_snapshot_weights", "FORMAT", "VERSION"]
+           "read_snapshot_meta", "read_snapshot_weights", "FORMAT", "VERSION"]
