@@ -246,7 +246,7 @@ def _env(threads: int | None) -> dict:
 
 
 def train_arm(a, arm: str, seed: int, dataset: str, png_folder: str, run_root: str) -> dict:
-    """One arm's training run (skipped when a previous complete run is there); -> {run_dir, train_sec}."""
+    """One arm's training run (skipped when complete, continued when interrupted); -> {run_dir, train_sec}."""
     outdir = os.path.join(run_root, f"{arm}-seed{seed}")
     done = os.path.join(outdir, "bench-done.json")
     if os.path.isfile(done):
@@ -263,7 +263,7 @@ def train_arm(a, arm: str, seed: int, dataset: str, png_folder: str, run_root: s
                "fixed": ["--aug", "fixed", "--p", str(a.fixed_p)]}[arm]
         cmd = [sys.executable, "-m", "sg2ada", "train", "--data", dataset, "--outdir", outdir, "--cfg", "tiny",
                "--metrics", "none", "--kimg", str(a.kimg), "--tick", str(a.tick), "--snap", str(a.snap),
-               "--seed", str(seed), *aug]
+               "--seed", str(seed), "--resume", "latest", *aug]
         run_dir = None
     t0 = time.time()
     _run(cmd, os.path.join(outdir, "bench-train.log"), env=_env(a.threads))
