@@ -64,11 +64,14 @@ class Generator(TF1Variables, keras.Model):
                               fused_modconv=fused_modconv, training=training)
 
 
-def generate_images(G, z, c, batch_size: int = 32, noise_mode: str = "const") -> np.ndarray:
+def generate_images(G, z, c, batch_size: int | None = None, noise_mode: str = "const") -> np.ndarray:
     """G(z, c) in batches of `batch_size` (normally G_ema on fixed latents); NHWC float32 NumPy in
-    about [-1, 1]. `c` has one row per latent ([N, 0] for an unconditional G)."""
+    about [-1, 1]. `c` has one row per latent ([N, 0] for an unconditional G). By default a batch
+    holds as many pixels as 32 images at 64x64: below that, eager G is bound by per-op dispatch."""
     import tensorflow as tf
 
+    if batch_size is None:
+        batch_size = int(np.clip(32 * (64 // G.img_resolution) ** 2, 32, 1024))
     out = []
     for i in range(0, len(z), batch_size):
         zi = tf.convert_to_tensor(z[i: i + batch_size], tf.float32)
