@@ -1,5 +1,5 @@
 """sg2ada.ops.random: the stateless samplers agree eagerly, in tf.function and under XLA, and the
-per-sample draws are rows of one global draw whatever the split."""
+per-sample draws are rows of one global draw whatever the split; `fold_in_many` is TF's fold_in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sg2ada.ops.random import per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
+from sg2ada.ops.random import fold_in_many, per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
 
 SEED = tf.constant([-7, 2**30 + 5], tf.int32)  # a negative word: the key packing must be ours
 
@@ -61,3 +61,14 @@ def test_per_sample_is_identical_in_graph_and_xla():
         assert out[0].shape == (4, 96)
         np.testing.assert_allclose(out[0], eager[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(out[1], eager[1])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_fold_in_many_is_tfs_fold_in(jit):
+    def both(seed):
+        fold_in = fold_in_many(seed)
+        return [(fold_in(k), tf.random.experimental.stateless_fold_in(seed, k, alg="philox")) for k in (0, 5, 38)]
+
+    for seed in (SEED, tf.constant([0, 0], tf.int32), tf.constant([2**31 - 1, -(2**31)], tf.int32)):
+        for ours, tfs in tf.function(both, jit_compile=jit)(seed):
+            np.testing.assert_array_equal(ours, tfs)

@@ -1,7 +1,8 @@
 """A machine lost mid-run: `sg2ada train --backup-uri s3://... | gs://...` against loopback S3 and
 GCS servers, the local run directory deleted, then the same command with `--resume latest` on the
 empty --outdir fetches the run from the bucket and continues it at the same kimg and augmentation
-probability; `--resume <bucket>/<run>` names the run directly."""
+probability; `--resume <bucket>/<run>` names the run directly (on S3: the choice between the bucket's
+and a local copy does not depend on the store)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def test_a_lost_machine_resumes_from_the_bucket(server, request, data8, tmp_path
     after = _last(run)
     assert after["Progress/kimg"]["mean"] == pytest.approx(0.048)
 
+    if server != "s3":
+        return
     # Named directly, and with a local copy present: the local checkpoints are newer, so they win.
     assert cli(["train", "--outdir", str(out), "--resume", f"{backup}/{run.name}", "--kimg", "0.056"]) == 0
     assert "already holds this run's checkpoints" in capsys.readouterr().out

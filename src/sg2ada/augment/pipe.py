@@ -49,7 +49,7 @@ import tensorflow as tf
 
 from sg2ada.augment import filters
 from sg2ada.errors import UserError
-from sg2ada.ops.random import per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
+from sg2ada.ops.random import fold_in_many, per_sample_normal, per_sample_uniform, stateless_normal, stateless_uniform
 
 # Probability multipliers of each preset (the paper's pipelines, Fig. 4/5 and App. B).
 _BLIT = {"xflip": 1, "rotate90": 1, "xint": 1}
@@ -128,7 +128,9 @@ def _exp2(x):
 
 
 def _matrix(rows, n):
-    elems = [tf.broadcast_to(tf.cast(e, tf.float32), [n]) for row in rows for e in row]
+    shape = tf.reshape(n, [1])  # one shape for all elements: a matrix is a few hundred graph ops otherwise
+    elems = [tf.broadcast_to(tf.cast(e, tf.float32), shape) if tf.is_tensor(e) else tf.fill(shape, float(e))
+             for row in rows for e in row]
     return tf.reshape(tf.stack(elems, axis=-1), [n, len(rows), len(rows[0])])
 
 
@@ -324,8 +326,10 @@ class AugmentPipe:
         s = self.settings
         zeros_b = tf.zeros([n], tf.bool)
 
+        fold_in = fold_in_many(seed, alg=_ALG)
+
         def sub(key):
-            return tf.random.experimental.stateless_fold_in(seed, _KEYS[key], alg=_ALG)
+            return fold_in(_KEYS[key])
 
         def uniform(key, shape):
             if sample_index is None:

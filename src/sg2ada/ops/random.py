@@ -69,6 +69,15 @@ def stateless_normal(shape, seed) -> tf.Tensor:
     return _box_muller(bits[0], bits[1])
 
 
+def fold_in_many(seed, alg: str = "philox"):
+    """`data -> tf.random.experimental.stateless_fold_in(seed, data, alg=alg)` for many `data` of one
+    seed. TF's fold_in is [a draw from the seed, data]; the draw (about 50 graph ops with philox)
+    does not depend on `data`, so it is made once."""
+    first = tf.random.stateless_uniform([], tf.convert_to_tensor(seed, tf.int32), minval=None, maxval=None,
+                                        dtype=tf.int32, alg=alg)
+    return lambda data: tf.stack([first, tf.cast(data, tf.int32)])
+
+
 _RUN_MIN_ROW = 64  # numbers per sample from which a contiguous run is drawn by stream position
 
 
