@@ -8,7 +8,8 @@ SG2ADA_DEVICE ?= cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(SG2ADA_DEVICE)
 # The suite is CPU-bound and mostly single-threaded per test: one worker per core halves its time.
-PYTEST_ARGS ?= -n auto --maxprocesses 4
+# Whole files per worker, in the order tests/conftest.py gives (files with slow tests first).
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install test demo bench clean
 

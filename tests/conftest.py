@@ -17,7 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never download (feature networks for metrics included): a missing file is reported, not fetched.
 os.environ["SG2ADA_OFFLINE"] = "1"
 
-import tensorflow as tf  # noqa: E402
+from sg2ada.console import import_tensorflow_quietly  # noqa: E402
+
+tf = import_tensorflow_quietly()  # no start-up banner at the end of every test run
 
 _cpus = tf.config.list_physical_devices("CPU")
 try:
@@ -29,6 +31,14 @@ except RuntimeError:  # already initialised by an earlier import: leave it
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE_DIR = pathlib.Path(os.environ.get("SG2ADA_REFERENCE_DIR", PROJECT_ROOT.parent / "shared" / "reference"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first, the rest after, each in collection order. `make test` runs each
+    file whole on one worker (`--dist loadfile`, its module fixtures built once), so the long files
+    start early and short ones fill the end instead of one worker finishing a long file alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

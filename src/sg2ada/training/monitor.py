@@ -103,17 +103,10 @@ def peak_gpu_mem_gb(reset: bool = True) -> float | None:
 # Image grids
 
 
-def grid_shape(resolution: int, max_images: int | None = None) -> tuple[int, int]:
-    """(columns, rows) of the snapshot grid: NVIDIA fills about a 7680x4320 canvas, 7-32 by 4-32 cells.
-
-    `max_images` caps the cell count (the CPU demo and the tests do not need 1024 samples).
-    """
+def grid_shape(resolution: int) -> tuple[int, int]:
+    """(columns, rows) of the snapshot grid: NVIDIA fills about a 7680x4320 canvas, 7-32 by 4-32 cells."""
     gw = int(np.clip(7680 // resolution, 7, 32))
     gh = int(np.clip(4320 // resolution, 4, 32))
-    if max_images is not None and gw * gh > max_images:
-        # keep roughly the 16:9 shape while shrinking
-        gh = max(1, round(math.sqrt(max_images * 9 / 16)))
-        gw = max(1, max_images // gh)
     return gw, gh
 
 
