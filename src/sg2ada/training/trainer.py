@@ -88,6 +88,12 @@ def default_xla() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def _graph_fn(fn, jit_compile: bool = False):
+    """The step's compiled functions, without AutoGraph: their branches are on Python values, and
+    converting the augment pipe's code was a third of a small run's start-up, for the same graph."""
+    return tf.function(fn, jit_compile=jit_compile, autograph=False)
+
+
 class Trainer:
     """Owns G, D, G_ema, both optimizers, the augment state, pl_mean, cur_nimg, batch_idx and the
     seed; `step()` runs one training iteration. Construct inside nothing: the strategy scope is
@@ -234,16 +240,14 @@ class Trainer:
             for ph in phases:
                 fn = self._phase_fns.get(ph)
                 if fn is None:
-                    # No autograph in the step (its branches are on Python values): converting the
-                    # augment pipe's code was a third of a small run's start-up, for the same graph.
-                    fn = self._phase_fns[ph] = tf.function(self._make_phase(ph), autograph=False)
+                    fn = self._phase_fns[ph] = _graph_fn(self._make_phase(ph))
                 st, extras = fn(rounds, seed)
                 for k, v in st.items():
                     sums[k] = sums[k] + v if k in sums else v
                 if "w_sum" in extras:
                     w_sum = extras["w_sum"]
             if self._finish_fn is None:
-                self._finish_fn = tf.function(self._finish, autograph=False)
+                self._finish_fn = _graph_fn(self._finish)
             self._finish_fn(tf.constant(beta, tf.float32), w_sum if w_sum is not None else tf.zeros([0]),
                             sums.get("Loss/signs/real", tf.zeros([2])))
         stats = {k: v[0] / tf.maximum(v[1], 1.0) for k, v in sums.items()}
@@ -313,7 +317,7 @@ class Trainer:
             lengths, _ = loss.G_pl_lengths(z, c, mix_z, cutoff, noise_seed, pl_noise)
             return tf.reduce_sum(lengths)
 
-        self._pl_fns[key] = tf.function(fn, jit_compile=self.xla, autograph=False)
+        self._pl_fns[key] = _graph_fn(fn, jit_compile=self.xla)
         return self._pl_fns[key]
 
     def _grad_fn(self, phase: Phase, pl_update_inside: bool):
@@ -388,10 +392,10 @@ class Trainer:
         # tens of seconds with this exception. So that phase alone runs as a plain graph; it is due
         # every 16 iterations, and the other three phases keep XLA.
         jit = self.xla and not (do_r1 and self.augment_pipe is not None)
-        self._grad_fns[key] = tf.function(fn, jit_compile=jit, autograph=False)
+        self._grad_fns[key] = _graph_fn(fn, jit_compile=jit)
         return self._grad_fns[key]
 
-    @tf.function(autograph=False)
+    @_graph_fn
     def _seed_fn(self):
         return dist.base_seed(self.rng_seed.value, self.batch_idx.value)
 
